@@ -1,0 +1,139 @@
+package conv
+
+import (
+	"fmt"
+	"time"
+)
+
+// Inbound is the normalized envelope a connector publishes for one thing a
+// customer did on a channel. Its dedup key is (ChannelID, ExternalID): a
+// connector that receives the same channel message twice publishes the same
+// ExternalID and core stores it once.
+type Inbound struct {
+	TenantID   TenantID  `json:"tenant_id"`
+	ChannelID  ChannelID `json:"channel_id"`
+	ExternalID string    `json:"external_id"`
+	From       Identity  `json:"from"`
+	// FromName is the sender's display name as the channel knows it.
+	FromName string `json:"from_name,omitempty"`
+	Parts    []Part `json:"parts"`
+	// System marks a channel event (subscribe, menu click, enter session)
+	// that is recorded on the conversation but asks nothing of an agent.
+	System bool      `json:"system,omitempty"`
+	Scene  string    `json:"scene,omitempty"`
+	SentAt time.Time `json:"sent_at"`
+	// ReplyWindow, when set, is how long after this message the channel
+	// accepts replies (WeChat: 48h).
+	ReplyWindow time.Duration `json:"reply_window,omitempty"`
+}
+
+// MaxExternalID bounds dedup keys.
+const MaxExternalID = 512
+
+// Validate checks an envelope before it is stored. A failure here is
+// permanent: the envelope goes to the poison queue with this reason.
+func (in Inbound) Validate() error {
+	switch {
+	case in.TenantID.IsZero():
+		return fmt.Errorf("%w: envelope has no tenant_id", ErrInvalid)
+	case in.ChannelID.IsZero():
+		return fmt.Errorf("%w: envelope has no channel_id", ErrInvalid)
+	case in.ExternalID == "":
+		return fmt.Errorf("%w: envelope has no external_id (the dedup key)", ErrInvalid)
+	case len(in.ExternalID) > MaxExternalID:
+		return fmt.Errorf("%w: external_id longer than %d bytes", ErrInvalid, MaxExternalID)
+	case len(in.FromName) > maxField:
+		return fmt.Errorf("%w: from_name longer than %d bytes", ErrInvalid, maxField)
+	case len(in.Scene) > maxField:
+		return fmt.Errorf("%w: scene longer than %d bytes", ErrInvalid, maxField)
+	case in.ReplyWindow < 0:
+		return fmt.Errorf("%w: negative reply_window", ErrInvalid)
+	}
+	if err := in.From.Validate(); err != nil {
+		return err
+	}
+	return ValidateParts(in.Parts)
+}
+
+// EventType names a domain event.
+type EventType string
+
+// Domain events published after the transaction that caused them commits.
+// Consumers must be idempotent: an event can arrive more than once.
+const (
+	EventConversationOpened EventType = "conversation.opened"
+	EventMessageCreated     EventType = "message.created"
+	EventMessageUpdated     EventType = "message.updated"
+)
+
+// Event is a domain event. It carries the records as they were at commit so
+// consumers rarely need to read the store.
+type Event struct {
+	Type         EventType     `json:"type"`
+	TenantID     TenantID      `json:"tenant_id"`
+	Conversation *Conversation `json:"conversation,omitempty"`
+	Message      *Message      `json:"message,omitempty"`
+	At           time.Time     `json:"at"`
+}
+
+// Key is the event's idempotency key: the same change always yields the
+// same key, so a republished event is recognizably the same event.
+func (e Event) Key() string {
+	switch {
+	case e.Message != nil:
+		return fmt.Sprintf("%s:%s:%s", e.Type, e.Message.ID, e.Message.Status)
+	case e.Conversation != nil:
+		return fmt.Sprintf("%s:%s", e.Type, e.Conversation.ID)
+	}
+	return string(e.Type)
+}
+
+// Outbound is what core asks a connector to send: a stored message (status
+// pending) plus where it goes. Connectors must treat Message.ID as the
+// idempotency key: the same Outbound can arrive more than once.
+type Outbound struct {
+	TenantID  TenantID    `json:"tenant_id"`
+	ChannelID ChannelID   `json:"channel_id"`
+	Kind      ChannelKind `json:"kind"`
+	To        Identity    `json:"to"`
+	Message   Message     `json:"message"`
+}
+
+// Delivery is a connector's report on an Outbound.
+type Delivery struct {
+	TenantID  TenantID      `json:"tenant_id"`
+	MessageID MessageID     `json:"message_id"`
+	Status    MessageStatus `json:"status"`
+	// Reason is the channel's explanation of a failure, for a human
+	// ("45015: outside the 48-hour reply window").
+	Reason string `json:"reason,omitempty"`
+	// ExternalID is the channel's id for the sent message, if it returns one.
+	ExternalID string    `json:"external_id,omitempty"`
+	At         time.Time `json:"at"`
+}
+
+// Validate checks a delivery report.
+func (d Delivery) Validate() error {
+	switch {
+	case d.TenantID.IsZero() || d.MessageID.IsZero():
+		return fmt.Errorf("%w: delivery needs tenant_id and message_id", ErrInvalid)
+	case !d.Status.Valid() || d.Status == MsgReceived || d.Status == MsgPending:
+		return fmt.Errorf("%w: delivery status %q", ErrInvalid, d.Status)
+	case len(d.Reason) > maxField || len(d.ExternalID) > MaxExternalID:
+		return fmt.Errorf("%w: delivery field too long", ErrInvalid)
+	}
+	return nil
+}
+
+// DeadLetter is a bus message that could not be handled, kept for an admin.
+type DeadLetter struct {
+	ID        int64             `json:"id,string"`
+	Topic     string            `json:"topic"`
+	Handler   string            `json:"handler"`
+	MessageID string            `json:"message_uuid"`
+	Reason    string            `json:"reason"`
+	Payload   []byte            `json:"payload"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	TenantID  TenantID          `json:"tenant_id,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+}

@@ -1,0 +1,23 @@
+// Package ingest turns normalized inbound envelopes into stored messages.
+//
+// For each envelope, in one transaction: dedup on (channel, external id);
+// resolve or create the contact by identity; reuse the open conversation
+// for (channel, contact) or open one; append the message with the next
+// gapless seq. After the commit it publishes conversation.opened (when it
+// opened one) and message.created. A redelivered envelope finds its stored
+// row and publishes the same events again, so consumers see every event at
+// least once and the store holds every message exactly once.
+//
+// Group commit: Accept may be called from many goroutines (the bus runs
+// one per in-flight message). Requests queue to writer goroutines, each of
+// which takes everything waiting (up to MaxBatch), groups it by tenant and
+// commits each group in one transaction, so throughput is bounded by
+// commits per second times batch size rather than by one fsync per
+// message. If a batch fails, its envelopes are retried one per
+// transaction so that one bad envelope cannot fail its neighbours.
+//
+// Lifecycle: Run(ctx) runs the writers until ctx ends; Accept calls made
+// after that fail with conv.ErrUnavailable. Events are published by the
+// calling goroutine after its commit, outside the writer, so a slow bus
+// does not hold the database lock.
+package ingest

@@ -1,0 +1,125 @@
+// Package storage is the persistence contract core needs. Core packages
+// (ingest, outbound, auth) consume it; store/sqlite and store/postgres
+// implement it; storagetest is the one conformance suite both pass.
+//
+// Tenancy: every tenant-scoped operation runs inside Store.Tx for an explicit
+// tenant. Implementations put tenant_id in every statement, and Postgres
+// additionally enforces it with Row-Level Security set per transaction, so
+// a Tx can neither read nor write another tenant's rows.
+//
+// Secrets: Channel.Secrets are sealed with the store's Sealer before they are
+// written and opened when read; plaintext never reaches disk.
+package storage
+
+import (
+	"context"
+	"time"
+
+	"github.com/switchboard-hq/switchboard/core/conv"
+)
+
+// Store is the source of truth.
+type Store interface {
+	// Tx runs fn in one transaction scoped to tenant. If fn returns an error
+	// the transaction rolls back and Tx returns that error. fn may be called
+	// again when the database asks for a retry (serialization, busy); it must
+	// not have effects outside the transaction.
+	Tx(ctx context.Context, tenant conv.TenantID, fn func(Tx) error) error
+
+	CreateTenant(ctx context.Context, t conv.Tenant) error
+	// Tenant and TenantByName return ErrNotFound for an unknown tenant.
+	Tenant(ctx context.Context, id conv.TenantID) (conv.Tenant, error)
+	TenantByName(ctx context.Context, name string) (conv.Tenant, error)
+	Tenants(ctx context.Context) ([]conv.Tenant, error)
+
+	// AddDeadLetter keeps a message the bus could not handle; DeadLetters
+	// lists them newest first.
+	AddDeadLetter(ctx context.Context, d conv.DeadLetter) error
+	DeadLetters(ctx context.Context, limit int) ([]conv.DeadLetter, error)
+
+	// Ping checks the store answers; /readyz uses it.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Tx is a tenant-scoped transaction. Every method acts on the tenant the Tx
+// was opened for; ids of another tenant's records answer ErrNotFound.
+type Tx interface {
+	Tenant() conv.TenantID
+
+	// CreateChannel stores c (ID, CreatedAt filled by the caller), sealing
+	// its secrets. Channel opens them again.
+	CreateChannel(ctx context.Context, c conv.Channel) error
+	Channel(ctx context.Context, id conv.ChannelID) (conv.Channel, error)
+	Channels(ctx context.Context) ([]conv.Channel, error)
+	// ResealSecrets re-encrypts every channel secret of the tenant under the
+	// Sealer's current key and returns how many it rewrote.
+	ResealSecrets(ctx context.Context) (int, error)
+
+	// EnsureContact returns the contact owning identity, creating it (with
+	// name) when there is none; created reports which.
+	EnsureContact(ctx context.Context, identity conv.Identity, name string) (c conv.Contact, created bool, err error)
+	Contact(ctx context.Context, id conv.ContactID) (conv.Contact, error)
+
+	// OpenConversation returns the open conversation for (channel, contact)
+	// or opens one from tmpl (its ID, Priority, Scene, GroupID, CreatedAt);
+	// opened reports which.
+	OpenConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (c conv.Conversation, opened bool, err error)
+	Conversation(ctx context.Context, id conv.ConversationID) (conv.Conversation, error)
+	// UpdateConversation writes status, assignee, group, priority, scene,
+	// reply deadline and resolved_at of c.
+	UpdateConversation(ctx context.Context, c conv.Conversation) error
+
+	// AppendMessage stores m as the next message of its conversation: it
+	// sets m.Seq to the conversation's last seq + 1 and returns the stored
+	// message. A duplicate (channel, external id) or (conversation, client
+	// id) is ErrConflict; the caller must then roll back, since the seq was
+	// already taken in this transaction.
+	AppendMessage(ctx context.Context, m conv.Message) (conv.Message, error)
+	Message(ctx context.Context, id conv.MessageID) (conv.Message, error)
+	// MessageByExternalID finds a message by its channel dedup key.
+	MessageByExternalID(ctx context.Context, channel conv.ChannelID, externalID string) (conv.Message, error)
+	// MessageByClientID finds a message by its sender's idempotency key.
+	MessageByClientID(ctx context.Context, conversation conv.ConversationID, clientID string) (conv.Message, error)
+	// Messages lists a conversation's messages with afterSeq < seq, ascending,
+	// at most limit.
+	Messages(ctx context.Context, conversation conv.ConversationID, afterSeq int64, limit int) ([]conv.Message, error)
+	// SetMessageStatus moves a message to status if conv.Advances allows it,
+	// recording reason and (when non-empty) the channel's external id.
+	// changed is false when the status did not move.
+	SetMessageStatus(ctx context.Context, id conv.MessageID, status conv.MessageStatus, reason, externalID string) (m conv.Message, changed bool, err error)
+
+	// Outbox: a pending outbound message is "unpublished" until
+	// MarkPublished; the sweeper republishes those older than a grace period.
+	MarkPublished(ctx context.Context, id conv.MessageID, at time.Time) error
+	UnpublishedBefore(ctx context.Context, before time.Time, limit int) ([]conv.Message, error)
+
+	CreateAgent(ctx context.Context, a conv.Agent) error
+	Agent(ctx context.Context, id conv.AgentID) (conv.Agent, error)
+	// AgentByEmail matches case-insensitively.
+	AgentByEmail(ctx context.Context, email string) (conv.Agent, error)
+	Agents(ctx context.Context) ([]conv.Agent, error)
+
+	CreateGroup(ctx context.Context, g conv.Group) error
+	Groups(ctx context.Context) ([]conv.Group, error)
+
+	CreateToken(ctx context.Context, t conv.Token) error
+	// TokenByHash returns the token whose Hash equals hash, active or not.
+	TokenByHash(ctx context.Context, hash []byte) (conv.Token, error)
+	RevokeToken(ctx context.Context, id conv.TokenID, at time.Time) error
+}
+
+// Sealer encrypts and decrypts one secret bound to its place (tenant,
+// channel, field), so a ciphertext copied to another row does not open.
+// core/secret.Keyring implements it.
+type Sealer interface {
+	Seal(plaintext []byte, aad string) (string, error)
+	Open(sealed string, aad string) ([]byte, error)
+	// Current reports whether sealed was made with the current key.
+	Current(sealed string) bool
+}
+
+// SecretAAD is the associated data binding a channel secret to its row.
+func SecretAAD(tenant conv.TenantID, channel conv.ChannelID, field string) string {
+	return "tenant=" + tenant.String() + ";table=channel_secrets;channel=" + channel.String() + ";field=" + field
+}
