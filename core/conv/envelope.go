@@ -95,8 +95,10 @@ type Outbound struct {
 	TenantID  TenantID    `json:"tenant_id"`
 	ChannelID ChannelID   `json:"channel_id"`
 	Kind      ChannelKind `json:"kind"`
-	To        Identity    `json:"to"`
-	Message   Message     `json:"message"`
+	// To lists every identity of the contact; the connector picks the one
+	// of the kind it speaks (openid, email address, visitor id).
+	To      []Identity `json:"to"`
+	Message Message    `json:"message"`
 }
 
 // Delivery is a connector's report on an Outbound.

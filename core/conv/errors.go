@@ -19,6 +19,8 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrUnavailable: a dependency is down; retrying later can help.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrRateLimited: the caller is over a limit; retrying later can help.
+	ErrRateLimited = errors.New("rate limited")
 )
 
 // Permanent reports whether retrying the operation that returned err cannot

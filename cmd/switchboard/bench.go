@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/storage"
+	"github.com/switchboard-hq/switchboard/hub"
+)
+
+// cmdBenchIngest measures the ingest path end to end on the configured
+// store: connectors publish envelopes to the bus (ack = durably on the
+// bus), core ingests them, and the bench watches message.created come out.
+// SQLite runs in a fresh temporary data dir; Postgres uses --postgres with
+// a fresh tenant.
+func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c config
+	fs := newFlags("bench ingest", &c, stderr)
+	n := fs.Int("n", 20000, "envelopes to ingest")
+	conc := fs.Int("concurrency", 64, "concurrent publishers (connector requests in flight)")
+	contacts := fs.Int("contacts", 1000, "distinct contacts (conversations)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if c.embedded() {
+		dir, err := os.MkdirTemp("", "switchboard-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		c.Data = dir
+	}
+	c.NodeID = 0
+	c.LogLevel = "warn"
+	os.Setenv("SWITCHBOARD_MASTER_KEY", "")
+	node, _, err := wire(ctx, c, c.logger(stderr))
+	if err != nil {
+		return err
+	}
+	defer node.close()
+
+	ids, _ := conv.NewIDGen(1)
+	tenant := conv.Tenant{ID: conv.NewID[conv.TenantID](ids), Name: fmt.Sprintf("bench-%d", time.Now().UnixNano()), CreatedAt: time.Now()}
+	ch := conv.Channel{ID: conv.NewID[conv.ChannelID](ids), TenantID: tenant.ID, Kind: conv.KindTest, Name: "bench", CreatedAt: time.Now()}
+	if err := node.store.CreateTenant(ctx, tenant); err != nil {
+		return err
+	}
+	if err := node.store.Tx(ctx, tenant.ID, func(tx storage.Tx) error { return tx.CreateChannel(ctx, ch) }); err != nil {
+		return err
+	}
+
+	// Watch message.created to time end-to-end latency.
+	published := make([]atomic.Int64, *n) // unix nanos at publish start
+	storedAt := make([]int64, *n)
+	var storedN atomic.Int64
+	allStored := make(chan struct{})
+	var mu sync.Mutex
+	sub, err := node.bus.Subscriber(fmt.Sprintf("bench-%d", tenant.ID))
+	if err != nil {
+		return err
+	}
+	node.router.AddConsumerHandler("bench-events", hub.TopicEvents, sub, func(m *message.Message) error {
+		var ev conv.Event
+		if err := hub.Decode(m, &ev); err != nil || ev.Type != conv.EventMessageCreated || ev.TenantID != tenant.ID {
+			return nil
+		}
+		var i int
+		if _, err := fmt.Sscanf(ev.Message.ExternalID, "bench-%d", &i); err != nil || i < 0 || i >= *n {
+			return nil
+		}
+		mu.Lock()
+		first := storedAt[i] == 0
+		if first {
+			storedAt[i] = time.Now().UnixNano()
+		}
+		mu.Unlock()
+		if first && storedN.Add(1) == int64(*n) {
+			close(allStored)
+		}
+		return nil
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- node.serveWorkers(runCtx) }()
+	select {
+	case <-node.router.Running():
+	case err := <-errc:
+		return err
+	}
+
+	fmt.Fprintf(stderr, "bench: %d envelopes, %d publishers, %d contacts, store %s\n", *n, *conc, *contacts, node.storeName())
+	acks := make([]time.Duration, *n)
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	var pubErr atomic.Value
+	for range *conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= *n {
+					return
+				}
+				in := conv.Inbound{TenantID: tenant.ID, ChannelID: ch.ID, ExternalID: fmt.Sprintf("bench-%d", i),
+					From:  conv.Identity{Kind: "visitor", ExternalID: fmt.Sprintf("bench-visitor-%d", i%*contacts)},
+					Parts: []conv.Part{{Type: conv.PartText, Text: "benchmark message body of a typical short length"}}, SentAt: time.Now()}
+				t0 := time.Now()
+				published[i].Store(t0.UnixNano())
+				if err := node.pub.PublishInbound(ctx, in); err != nil {
+					pubErr.Store(err)
+					return
+				}
+				acks[i] = time.Since(t0)
+			}
+		}()
+	}
+	progress := time.NewTicker(2 * time.Second)
+	defer progress.Stop()
+wait:
+	for {
+		select {
+		case <-allStored:
+			break wait
+		case <-progress.C:
+			fmt.Fprintf(stderr, "bench: %d/%d stored\n", storedN.Load(), *n)
+			if err, _ := pubErr.Load().(error); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	elapsed := time.Since(start)
+	wg.Wait()
+	stop()
+	<-errc
+
+	e2e := make([]time.Duration, *n)
+	for i := range e2e {
+		e2e[i] = time.Duration(storedAt[i] - published[i].Load())
+	}
+	slices.Sort(acks)
+	slices.Sort(e2e)
+	q := func(d []time.Duration, p float64) string {
+		return d[int(float64(len(d)-1)*p)].Round(10 * time.Microsecond).String()
+	}
+	return printJSON(stdout, map[string]any{
+		"store":             node.storeName(),
+		"bus":               node.busName(),
+		"envelopes":         *n,
+		"publishers":        *conc,
+		"contacts":          *contacts,
+		"seconds":           elapsed.Seconds(),
+		"envelopes_per_sec": int(float64(*n) / elapsed.Seconds()),
+		"publish_ack_p50":   q(acks, 0.50),
+		"publish_ack_p99":   q(acks, 0.99),
+		"stored_p50":        q(e2e, 0.50),
+		"stored_p99":        q(e2e, 0.99),
+		"data_dir":          filepath.Clean(c.Data),
+	})
+}

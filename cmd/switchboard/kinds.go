@@ -1,0 +1,20 @@
+package main
+
+import (
+	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/hub"
+)
+
+// kinds is the channel kinds this build knows, with the config fields that
+// are secrets. Connectors refine their entry (Required, Check) as they land.
+func kinds() *hub.Registry {
+	return hub.NewRegistry(
+		hub.Kind{Name: conv.KindWebchat, Secrets: []string{"identity_secret"}},
+		hub.Kind{Name: conv.KindWeChatOA, Secrets: []string{"app_secret", "token", "encoding_aes_key"}},
+		hub.Kind{Name: conv.KindWeChatMP, Secrets: []string{"app_secret", "token", "encoding_aes_key"}},
+		hub.Kind{Name: conv.KindEmail, Secrets: []string{"password", "smtp_password"}},
+		hub.Kind{Name: conv.KindVoice, Secrets: []string{"turn_secret"}},
+		// The loopback channel the test suites and `bench` use.
+		hub.Kind{Name: conv.KindTest, Secrets: []string{"secret"}},
+	)
+}

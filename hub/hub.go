@@ -1,0 +1,145 @@
+package hub
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/switchboard-hq/switchboard/core/conv"
+)
+
+// Topics.
+const (
+	TopicInbound  = "inbound"
+	TopicEvents   = "events"
+	TopicDelivery = "delivery"
+	TopicPoison   = "poison"
+)
+
+// OutboundTopic is the topic a kind's connector consumes replies from.
+func OutboundTopic(kind conv.ChannelKind) string { return "outbound." + string(kind) }
+
+// Metadata keys.
+const (
+	MetaTenant = "tenant_id"
+	MetaType   = "type"
+)
+
+// MaxPayload bounds what a handler decodes from the bus.
+const MaxPayload = 1 << 20
+
+type correlationKey struct{}
+
+// WithCorrelation returns ctx carrying a correlation id that every message
+// published with it will carry.
+func WithCorrelation(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey{}, id)
+}
+
+// Correlation returns the correlation id in ctx, or "".
+func Correlation(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey{}).(string)
+	return id
+}
+
+// Publisher encodes and publishes hub messages. It implements the publisher
+// interfaces core declares (ingest.Publisher, outbound.Publisher).
+type Publisher struct {
+	pub message.Publisher
+}
+
+// NewPublisher wraps a watermill publisher.
+func NewPublisher(pub message.Publisher) *Publisher { return &Publisher{pub: pub} }
+
+func (p *Publisher) encode(ctx context.Context, uuid string, tenant conv.TenantID, typ string, v any) (*message.Message, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("hub: encode %s: %w", typ, err)
+	}
+	m := message.NewMessage(uuid, b)
+	m.Metadata.Set(MetaTenant, tenant.String())
+	m.Metadata.Set(MetaType, typ)
+	cid := Correlation(ctx)
+	if cid == "" {
+		cid = watermill.NewShortUUID()
+	}
+	middleware.SetCorrelationID(cid, m)
+	m.SetContext(ctx)
+	return m, nil
+}
+
+func key(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// PublishInbound puts a connector's envelope on the bus. It returns once the
+// bus has durably accepted it: only then may the connector acknowledge the
+// channel.
+func (p *Publisher) PublishInbound(ctx context.Context, in conv.Inbound) error {
+	m, err := p.encode(ctx, "in-"+key(in.ChannelID.String(), in.ExternalID), in.TenantID, "inbound", in)
+	if err != nil {
+		return err
+	}
+	return p.pub.Publish(TopicInbound, m)
+}
+
+// PublishEvents publishes domain events, each keyed by conv.Event.Key.
+func (p *Publisher) PublishEvents(ctx context.Context, events []conv.Event) error {
+	msgs := make([]*message.Message, 0, len(events))
+	for _, e := range events {
+		m, err := p.encode(ctx, "ev-"+key(e.TenantID.String(), e.Key()), e.TenantID, string(e.Type), e)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	return p.pub.Publish(TopicEvents, msgs...)
+}
+
+// PublishOutbound hands a reply to the connector of its channel kind.
+func (p *Publisher) PublishOutbound(ctx context.Context, out conv.Outbound) error {
+	m, err := p.encode(ctx, "out-"+out.Message.ID.String(), out.TenantID, "outbound", out)
+	if err != nil {
+		return err
+	}
+	return p.pub.Publish(OutboundTopic(out.Kind), m)
+}
+
+// PublishDelivery reports a delivery status back to core.
+func (p *Publisher) PublishDelivery(ctx context.Context, d conv.Delivery) error {
+	m, err := p.encode(ctx, "dl-"+key(d.MessageID.String(), string(d.Status)), d.TenantID, "delivery", d)
+	if err != nil {
+		return err
+	}
+	return p.pub.Publish(TopicDelivery, m)
+}
+
+// Decode unmarshals a hub message payload into v. A payload that is not
+// valid JSON for v, or too large, is permanently invalid (conv.ErrInvalid),
+// so the router sends it to the poison queue instead of retrying it.
+func Decode(m *message.Message, v any) error {
+	if len(m.Payload) > MaxPayload {
+		return fmt.Errorf("hub: %w: payload of %d bytes exceeds %d", conv.ErrInvalid, len(m.Payload), MaxPayload)
+	}
+	if err := json.Unmarshal(m.Payload, v); err != nil {
+		return fmt.Errorf("hub: %w: payload is not a valid %T: %v", conv.ErrInvalid, v, err)
+	}
+	return nil
+}
+
+// Context returns the message's context carrying its correlation id, so
+// everything published while handling it keeps the same id.
+func Context(m *message.Message) context.Context {
+	return WithCorrelation(m.Context(), middleware.MessageCorrelationID(m))
+}

@@ -1,0 +1,37 @@
+// Package postgres is the production storage.Store: Postgres through a pgx
+// v5 pool, with Row-Level Security as the second wall between tenants.
+//
+// It owns the schema (embedded numbered migrations in migrations/, applied
+// by Open and by `switchboard migrate` under a pg_advisory_lock so that
+// nodes starting together apply each once, recorded in schema_migrations)
+// and the runtime role (Config.RuntimeRole, default switchboard_app:
+// NOLOGIN, not a superuser, no BYPASSRLS, owns nothing, DML on the tables
+// only), which Migrate creates when missing.
+//
+// Tenancy: every tenant table has tenant_id leading its keys, and ENABLE
+// plus FORCE ROW LEVEL SECURITY with one policy, USING and WITH CHECK
+//
+//	tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::bigint
+//
+// Every transaction, tenant Tx and store-level call alike, starts with one
+// statement that sets the role and the tenant transaction-locally
+// (set_config(…, true)); store-level calls set no tenant and so see no
+// tenant rows. A superuser login therefore still runs every statement as
+// the runtime role, and a pooled connection never carries a session SET
+// from one transaction into the next. The SQL names tenant_id anyway, for
+// the indexes; RLS catches the statement that forgets.
+//
+// Seq: AppendMessage increments conversations.last_seq with UPDATE …
+// RETURNING, whose row lock serializes appends to one conversation across
+// nodes until commit; a rollback gives the seq back. Concurrent
+// EnsureContact and OpenConversation settle on unique indexes with ON
+// CONFLICT DO NOTHING and read the winner's row.
+//
+// Errors: unique violations are conv.ErrConflict, missing rows and foreign
+// keys naming nothing of the tenant's are conv.ErrNotFound, connection
+// failures are conv.ErrUnavailable. Store.Tx runs fn again on serialization
+// failures and deadlocks (a few times, jittered backoff).
+//
+// Goroutines: none of its own beyond pgxpool's health checker, which
+// Close stops (Close waits for connections in use to come back).
+package postgres
