@@ -166,6 +166,33 @@ func main() {
 			fmt.Printf("\n=== FAIL %s (outside any test)\n%s\n", name, strings.Join(output[name+"\x00"], "\n"))
 		}
 	}
+	// Watermill's universal pub/sub suite skips the tests of features our
+	// bus does not claim (hub/bus sets Features honestly: no ordering
+	// guarantee, no reconnect command). Those skips come from inside the
+	// suite's own file, not from a missing service: list them, allow them.
+	var featureSkips, realSkips []string
+	for _, key := range skipped {
+		feature := false
+		for _, l := range output[key] {
+			if strings.Contains(l, "test_pubsub.go:") {
+				feature = true
+			}
+		}
+		if feature {
+			featureSkips = append(featureSkips, key)
+		} else {
+			realSkips = append(realSkips, key)
+		}
+	}
+	if len(featureSkips) > 0 {
+		fmt.Printf("\n=== universal pub/sub suite: %d tests of features the bus does not claim (allowed)\n", len(featureSkips))
+		for _, key := range featureSkips {
+			name, test, _ := strings.Cut(key, "\x00")
+			fmt.Printf("--- feature skip %s %s\n", name, test)
+		}
+	}
+	skipped = realSkips
+	skipN = len(realSkips)
 	if len(skipped) > 0 {
 		fmt.Printf("\n=== SKIPPED (CI runs every suite: a skip is a failure)\n")
 		for _, key := range skipped {
