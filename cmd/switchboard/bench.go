@@ -39,10 +39,10 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		defer os.RemoveAll(dir)
 		c.Data = dir
+		os.Setenv("SWITCHBOARD_MASTER_KEY", "") // a throwaway key in the temp dir
 	}
 	c.NodeID = 0
 	c.LogLevel = "warn"
-	os.Setenv("SWITCHBOARD_MASTER_KEY", "")
 	node, _, err := wire(ctx, c, c.logger(stderr))
 	if err != nil {
 		return err

@@ -92,11 +92,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // wire opens every dependency and builds the services. firstStart is true
 // when the embedded default created its master key just now.
-func wire(ctx context.Context, c config, log *slog.Logger) (n *node, firstStart bool, err error) {
-	n = &node{cfg: c, log: log}
+func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart bool, err error) {
+	n := &node{cfg: c, log: log}
 	defer func() {
 		if err != nil {
-			n.close()
+			n.close() // whatever was opened before the failure
 		}
 	}()
 	ids, err := conv.NewIDGen(c.NodeID)
