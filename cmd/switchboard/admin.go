@@ -95,15 +95,11 @@ func cmdAgentCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	st, _, ids, err := c.admin(ctx, stderr)
+	st, ids, tid, err := c.tenantStore(ctx, stderr, *tenant)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	tid, err := tenantRef(ctx, st, *tenant)
-	if err != nil {
-		return err
-	}
 	svc, err := auth.New(auth.Config{Store: st, Limiter: memory.NewLimiter(memory.Config{}), IDs: ids})
 	if err != nil {
 		return err
@@ -122,15 +118,11 @@ func cmdAgentList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	st, _, _, err := c.admin(ctx, stderr)
+	st, _, tid, err := c.tenantStore(ctx, stderr, *tenant)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	tid, err := tenantRef(ctx, st, *tenant)
-	if err != nil {
-		return err
-	}
 	var agents []conv.Agent
 	err = st.Tx(ctx, tid, func(tx storage.Tx) error {
 		agents, err = tx.Agents(ctx)
@@ -178,15 +170,11 @@ func cmdChannelCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	st, _, ids, err := c.admin(ctx, stderr)
+	st, ids, tid, err := c.tenantStore(ctx, stderr, *tenant)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	tid, err := tenantRef(ctx, st, *tenant)
-	if err != nil {
-		return err
-	}
 	ch := conv.Channel{
 		ID: conv.NewID[conv.ChannelID](ids), TenantID: tid, Kind: conv.ChannelKind(*kind),
 		Name: strings.TrimSpace(*name), Config: config, Secrets: secrets, CreatedAt: time.Now().UTC(),
@@ -204,15 +192,11 @@ func cmdChannelList(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	st, _, _, err := c.admin(ctx, stderr)
+	st, _, tid, err := c.tenantStore(ctx, stderr, *tenant)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	tid, err := tenantRef(ctx, st, *tenant)
-	if err != nil {
-		return err
-	}
 	var chans []conv.Channel
 	err = st.Tx(ctx, tid, func(tx storage.Tx) error {
 		chans, err = tx.Channels(ctx)
@@ -285,4 +269,19 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		dls = []conv.DeadLetter{}
 	}
 	return printJSON(stdout, map[string]any{"deadletters": dls})
+}
+
+// tenantStore opens the store for a tenant-scoped admin command and resolves
+// its --tenant (id or name).
+func (c *config) tenantStore(ctx context.Context, stderr io.Writer, ref string) (migrator, *conv.IDGen, conv.TenantID, error) {
+	st, _, ids, err := c.admin(ctx, stderr)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	tid, err := tenantRef(ctx, st, ref)
+	if err != nil {
+		st.Close()
+		return nil, nil, 0, err
+	}
+	return st, ids, tid, nil
 }
