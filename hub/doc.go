@@ -6,7 +6,7 @@
 // Topics (see hub/bus for the streams behind them):
 //
 //	inbound            connector → core ingest      conv.Inbound
-//	events             core → consumers             conv.Event
+//	events             core → consumers             EventBatch (a commit's events)
 //	outbound.<kind>    core → the kind's connector   conv.Outbound
 //	delivery           connector → core              conv.Delivery
 //	poison             router → dead-letter sink     anything that failed for good

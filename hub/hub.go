@@ -94,17 +94,90 @@ func (p *Publisher) PublishInbound(ctx context.Context, in conv.Inbound) error {
 	return p.pub.Publish(TopicInbound, m)
 }
 
-// PublishEvents publishes domain events, each keyed by conv.Event.Key.
+// EventBatch is the payload of a message on the events topic: the events
+// of one tenant from one commit (or a slice of it), in commit order. One
+// bus message per commit instead of one per event is what keeps the events
+// stream from costing an fsync per message.
+type EventBatch struct {
+	Events []conv.Event `json:"events"`
+}
+
+// MaxEventBatch bounds the encoded size of one events message; a commit
+// whose events are larger is split over several messages, in order.
+const MaxEventBatch = 256 << 10
+
+// PublishEvents publishes domain events: one message per tenant holding
+// that tenant's events in order, split where the encoding passes
+// MaxEventBatch. A message's UUID derives from the keys of the events it
+// holds, so republishing the same events is dropped by the bus's dedup.
 func (p *Publisher) PublishEvents(ctx context.Context, events []conv.Event) error {
-	msgs := make([]*message.Message, 0, len(events))
-	for _, e := range events {
-		m, err := p.encode(ctx, "ev-"+key(e.TenantID.String(), e.Key()), e.TenantID, string(e.Type), e)
+	var msgs []*message.Message
+	flush := func(tenant conv.TenantID, raws []json.RawMessage, keys []string) error {
+		if len(raws) == 0 {
+			return nil
+		}
+		m, err := p.encode(ctx, "ev-"+key(append([]string{tenant.String()}, keys...)...), tenant, "events",
+			struct {
+				Events []json.RawMessage `json:"events"`
+			}{raws})
 		if err != nil {
 			return err
 		}
 		msgs = append(msgs, m)
+		return nil
+	}
+	byTenant := map[conv.TenantID][]conv.Event{}
+	var order []conv.TenantID
+	for _, e := range events {
+		if _, ok := byTenant[e.TenantID]; !ok {
+			order = append(order, e.TenantID)
+		}
+		byTenant[e.TenantID] = append(byTenant[e.TenantID], e)
+	}
+	for _, t := range order {
+		var (
+			raws []json.RawMessage
+			keys []string
+			size int
+		)
+		for _, e := range byTenant[t] {
+			b, err := json.Marshal(e)
+			if err != nil {
+				return fmt.Errorf("hub: encode event %s: %w", e.Key(), err)
+			}
+			if size+len(b) > MaxEventBatch && len(raws) > 0 {
+				if err := flush(t, raws, keys); err != nil {
+					return err
+				}
+				raws, keys, size = nil, nil, 0
+			}
+			raws, keys, size = append(raws, b), append(keys, e.Key()), size+len(b)+1
+		}
+		if err := flush(t, raws, keys); err != nil {
+			return err
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
 	}
 	return p.pub.Publish(TopicEvents, msgs...)
+}
+
+// DecodeEvents decodes a message of the events topic. Every event must
+// belong to the tenant in the message's metadata; anything else is
+// permanently invalid.
+func DecodeEvents(m *message.Message) ([]conv.Event, error) {
+	var b EventBatch
+	if err := Decode(m, &b); err != nil {
+		return nil, err
+	}
+	t := m.Metadata.Get(MetaTenant)
+	for _, e := range b.Events {
+		if e.TenantID.String() != t {
+			return nil, fmt.Errorf("hub: %w: event %s of tenant %s in a message of tenant %q", conv.ErrInvalid, e.Key(), e.TenantID, t)
+		}
+	}
+	return b.Events, nil
 }
 
 // PublishOutbound hands a reply to the connector of its channel kind.

@@ -117,14 +117,16 @@ func (e *env) watchEvents() *eventLog {
 		e.t.Fatal(err)
 	}
 	r.AddConsumerHandler("events", hub.TopicEvents, sub, func(m *message.Message) error {
-		var ev conv.Event
-		if err := hub.Decode(m, &ev); err != nil {
+		evs, err := hub.DecodeEvents(m)
+		if err != nil {
 			return err
 		}
-		if ev.Type == conv.EventMessageCreated {
-			log.mu.Lock()
-			log.created[ev.Message.ID]++
-			log.mu.Unlock()
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for _, ev := range evs {
+			if ev.Type == conv.EventMessageCreated {
+				log.created[ev.Message.ID]++
+			}
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,8 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	n := fs.Int("n", 20000, "envelopes to ingest")
 	conc := fs.Int("concurrency", 64, "concurrent publishers (connector requests in flight)")
 	contacts := fs.Int("contacts", 1000, "distinct contacts (conversations)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	rate := fs.Int("rate", 0, "offer envelopes at this rate per second (open loop; latency counts from each envelope's scheduled time); 0 = as fast as acks allow")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -70,22 +73,28 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	node.router.AddConsumerHandler("bench-events", hub.TopicEvents, sub, func(m *message.Message) error {
-		var ev conv.Event
-		if err := hub.Decode(m, &ev); err != nil || ev.Type != conv.EventMessageCreated || ev.TenantID != tenant.ID {
+		evs, err := hub.DecodeEvents(m)
+		if err != nil {
 			return nil
 		}
-		var i int
-		if _, err := fmt.Sscanf(ev.Message.ExternalID, "bench-%d", &i); err != nil || i < 0 || i >= *n {
-			return nil
-		}
-		mu.Lock()
-		first := storedAt[i] == 0
-		if first {
-			storedAt[i] = time.Now().UnixNano()
-		}
-		mu.Unlock()
-		if first && storedN.Add(1) == int64(*n) {
-			close(allStored)
+		now := time.Now().UnixNano()
+		for _, ev := range evs {
+			if ev.Type != conv.EventMessageCreated || ev.TenantID != tenant.ID {
+				continue
+			}
+			var i int
+			if _, err := fmt.Sscanf(ev.Message.ExternalID, "bench-%d", &i); err != nil || i < 0 || i >= *n {
+				continue
+			}
+			mu.Lock()
+			first := storedAt[i] == 0
+			if first {
+				storedAt[i] = now
+			}
+			mu.Unlock()
+			if first && storedN.Add(1) == int64(*n) {
+				close(allStored)
+			}
 		}
 		return nil
 	})
@@ -102,6 +111,17 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stderr, "bench: %d envelopes, %d publishers, %d contacts, store %s\n", *n, *conc, *contacts, node.storeName())
 	acks := make([]time.Duration, *n)
 	var next atomic.Int64
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	var pubErr atomic.Value
@@ -114,10 +134,19 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 				if i >= *n {
 					return
 				}
+				if *rate > 0 {
+					// Open loop: envelope i is due at start + i/rate,
+					// whether or not earlier ones were acked.
+					due := start.Add(time.Duration(i) * time.Second / time.Duration(*rate))
+					time.Sleep(time.Until(due))
+				}
 				in := conv.Inbound{TenantID: tenant.ID, ChannelID: ch.ID, ExternalID: fmt.Sprintf("bench-%d", i),
 					From:  conv.Identity{Kind: "visitor", ExternalID: fmt.Sprintf("bench-visitor-%d", i%*contacts)},
 					Parts: []conv.Part{{Type: conv.PartText, Text: "benchmark message body of a typical short length"}}, SentAt: time.Now()}
 				t0 := time.Now()
+				if *rate > 0 {
+					t0 = start.Add(time.Duration(i) * time.Second / time.Duration(*rate))
+				}
 				published[i].Store(t0.UnixNano())
 				if err := node.pub.PublishInbound(ctx, in); err != nil {
 					pubErr.Store(err)
@@ -162,6 +191,7 @@ wait:
 		"bus":               node.busName(),
 		"envelopes":         *n,
 		"publishers":        *conc,
+		"offered_rate":      *rate,
 		"contacts":          *contacts,
 		"seconds":           elapsed.Seconds(),
 		"envelopes_per_sec": int(float64(*n) / elapsed.Seconds()),

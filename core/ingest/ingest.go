@@ -93,10 +93,23 @@ type response struct {
 }
 
 // Service ingests envelopes. Create with New, start with Run.
+//
+// Envelopes pass two stages: writers gather concurrent Accepts into one
+// transaction per tenant (group commit), and one publisher publishes the
+// events of every committed batch waiting for it in one call, in commit
+// order, then answers the Accepts. The stages overlap: the next batch
+// commits while the previous one's events are published.
 type Service struct {
-	cfg  Config
-	reqs chan request
-	stop chan struct{}
+	cfg       Config
+	reqs      chan request
+	committed chan []answer
+	stop      chan struct{}
+}
+
+// answer is a committed (or failed) request waiting for its events.
+type answer struct {
+	req  request
+	resp response
 }
 
 // New validates cfg and returns a Service.
@@ -105,7 +118,8 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, reqs: make(chan request), stop: make(chan struct{})}, nil
+	return &Service{cfg: cfg, reqs: make(chan request), committed: make(chan []answer, 4*cfg.Writers),
+		stop: make(chan struct{})}, nil
 }
 
 // Run commits queued envelopes until ctx is done.
@@ -117,15 +131,26 @@ func (s *Service) Run(ctx context.Context) error {
 			done <- struct{}{}
 		}()
 	}
+	published := make(chan struct{})
+	go func() {
+		s.publisher(ctx)
+		close(published)
+	}()
 	for range s.cfg.Writers {
 		<-done
 	}
+	// Every batch committed is answered: its events are published even
+	// while shutting down, so a stored message never waits for a
+	// redelivery to announce it.
+	close(s.committed)
+	<-published
 	close(s.stop)
 	return nil
 }
 
 // Accept ingests one envelope and publishes its events. It returns once the
-// message is stored and the events are on the bus. Errors wrapping
+// message is stored and the events are on the bus (published together with
+// those of the other envelopes committed around it). Errors wrapping
 // conv.ErrInvalid or conv.ErrNotFound are permanent (the envelope is bad or
 // names an unknown tenant/channel); others are worth retrying.
 func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
@@ -148,9 +173,6 @@ func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
 	}
 	if resp.err != nil {
 		return Result{}, resp.err
-	}
-	if err := s.cfg.Events.PublishEvents(ctx, resp.res.Events(s.cfg.Now())); err != nil {
-		return Result{}, fmt.Errorf("ingest.Accept %s: publish events: %w", resp.res.Message.ID, err)
 	}
 	return resp.res, nil
 }
@@ -178,14 +200,16 @@ func (s *Service) writer(ctx context.Context) {
 	}
 }
 
-// commit stores a batch, one transaction per tenant, and answers every
-// request in it.
+// commit stores a batch, one transaction per tenant, and hands every
+// request in it to the publisher.
 func (s *Service) commit(ctx context.Context, batch []request) {
+	answers := make([]answer, 0, len(batch))
+	defer func() { s.committed <- answers }()
 	byTenant := make(map[conv.TenantID][]request)
 	var order []conv.TenantID
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
-			r.done <- response{err: r.ctx.Err()}
+			answers = append(answers, answer{r, response{err: r.ctx.Err()}})
 			continue
 		}
 		t := r.in.TenantID
@@ -201,16 +225,58 @@ func (s *Service) commit(ctx context.Context, batch []request) {
 			// Isolate the failure: each envelope in its own transaction.
 			for _, r := range reqs {
 				res, err := s.store(ctx, t, []request{r})
-				r.done <- responseOf(res, err)
+				answers = append(answers, answer{r, responseOf(res, err)})
 			}
 			continue
 		}
 		for i, r := range reqs {
 			if err != nil {
-				r.done <- response{err: err}
+				answers = append(answers, answer{r, response{err: err}})
 			} else {
-				r.done <- response{res: results[i]}
+				answers = append(answers, answer{r, response{res: results[i]}})
 			}
+		}
+	}
+}
+
+// publisher publishes the events of committed batches, everything waiting
+// at once in commit order, and then answers their requests. A failed
+// publish fails every stored request of those batches: their envelopes are
+// redelivered, store nothing twice, and publish again.
+func (s *Service) publisher(ctx context.Context) {
+	for first := range s.committed {
+		pending := first
+	drain:
+		for len(pending) < 4*s.cfg.MaxBatch {
+			select {
+			case more, ok := <-s.committed:
+				if !ok {
+					break drain
+				}
+				pending = append(pending, more...)
+			default:
+				break drain
+			}
+		}
+		var events []conv.Event
+		at := s.cfg.Now()
+		for _, a := range pending {
+			if a.resp.err == nil {
+				events = append(events, a.resp.res.Events(at)...)
+			}
+		}
+		var err error
+		if len(events) > 0 {
+			if err = s.cfg.Events.PublishEvents(context.WithoutCancel(ctx), events); err != nil {
+				err = fmt.Errorf("ingest: publish %d events: %w", len(events), err)
+				s.cfg.Logger.Warn("publishing events failed; their envelopes will be redelivered", "err", err)
+			}
+		}
+		for _, a := range pending {
+			if a.resp.err == nil && err != nil {
+				a.resp = response{err: err}
+			}
+			a.req.done <- a.resp
 		}
 	}
 }
