@@ -38,6 +38,8 @@ type Config struct {
 	// TrustProxy makes the client address come from X-Forwarded-For (set
 	// it only behind a proxy that overwrites that header).
 	TrustProxy bool
+	// Console, when set, serves the agent API and websocket.
+	Console *Console
 }
 
 // Server serves the HTTP API.
@@ -64,6 +66,12 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("POST /v1/auth/login", s.login)
 	s.mux.HandleFunc("POST /v1/auth/logout", s.authed(s.logout))
 	s.mux.HandleFunc("GET /v1/auth/me", s.authed(s.me))
+	if cfg.Console != nil {
+		if err := cfg.Console.validate(); err != nil {
+			return nil, err
+		}
+		s.routeConsole()
+	}
 	return s, nil
 }
 
@@ -208,7 +216,31 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-var errTooLarge = errors.New("too large")
+// Error kinds the HTTP layer adds to conv's.
+var (
+	// ErrTooLarge: a body or upload over its limit (413).
+	ErrTooLarge = errors.New("too large")
+	// ErrUnsupportedType: an upload type outside the allowlist (415).
+	ErrUnsupportedType = errors.New("unsupported type")
+	// ErrDenied: refused for a reason the caller may know (403): an origin
+	// not allowed, a wrong identity hash. Never for another tenant's ids,
+	// which are 404.
+	ErrDenied = errors.New("denied")
+)
+
+var errTooLarge = ErrTooLarge
+
+// ReadJSON decodes a bounded JSON body into v (unknown fields refused).
+func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error { return readJSON(w, r, v) }
+
+// WriteJSON writes v with status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) { writeJSON(w, code, v) }
+
+// WriteError writes err in the API's error shape (see docs/api.md); log
+// receives internal errors.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	(&Server{cfg: Config{Logger: log}}).writeError(w, r, err)
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -235,6 +267,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(rl.RetryAfter.Seconds())+1))
 	case errors.Is(err, errTooLarge):
 		code, status = "too_large", http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUnsupportedType):
+		code, status = "unsupported_type", http.StatusUnsupportedMediaType
+	case errors.Is(err, ErrDenied):
+		code, status = "forbidden", http.StatusForbidden
 	case errors.Is(err, conv.ErrInvalid):
 		code, status = "invalid", http.StatusBadRequest
 	case errors.Is(err, conv.ErrUnauthorized):

@@ -92,6 +92,7 @@ func lookup(name string) (command, bool) {
 		"keys rotate":    cmdKeysRotate,
 		"deadletters":    cmdDeadLetters,
 		"bench ingest":   cmdBenchIngest,
+		"bench chat":     cmdBenchChat,
 	}[name]
 	return c, ok
 }

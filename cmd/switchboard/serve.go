@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,8 +18,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/switchboard-hq/switchboard/api"
+	"github.com/switchboard-hq/switchboard/connectors/webchat"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/dispatch"
+	"github.com/switchboard-hq/switchboard/core/inbox"
 	"github.com/switchboard-hq/switchboard/core/ingest"
 	"github.com/switchboard-hq/switchboard/core/outbound"
 	"github.com/switchboard-hq/switchboard/hub"
@@ -59,6 +63,12 @@ type node struct {
 	api      *api.Server
 	router   *message.Router
 	state    sharedState
+	live     liveState
+	inbox    *inbox.Service
+	dispatch *dispatch.Dispatcher
+	webchat  *webchat.Connector
+	auth     *auth.Service
+	ids      *conv.IDGen
 	checks   []api.Check
 	closers  []func() error
 }
@@ -84,8 +94,21 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("%w: listen on %s: %v", conv.ErrUnavailable, c.Addr, err)
 	}
+	if pa := os.Getenv("SWITCHBOARD_PPROF_ADDR"); pa != "" {
+		// Profiling for operators, on its own (loopback) address only.
+		go func() {
+			log.Info("pprof listening", "addr", pa)
+			if err := http.ListenAndServe(pa, pprofMux()); err != nil {
+				log.Warn("pprof", "err", err)
+			}
+		}()
+	}
 	if firstStart {
-		printWelcome(stderr, c, ln.Addr().String())
+		d, err := createDemo(ctx, n.store, n.ids, n.auth)
+		if err != nil {
+			log.Warn("demo tenant not created", "err", err)
+		}
+		printWelcome(stderr, c, ln.Addr().String(), d)
 	}
 	return n.serve(ctx, ln)
 }
@@ -130,9 +153,18 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 		n.closers = append(n.closers, rc.Close)
 		n.checks = append(n.checks, api.Check{Name: "redis", Fn: rc.Ping})
 		n.state = stateOf[*sbredis.Leases, *sbredis.Limiter]{rc.Leases(), rc.Limiter()}
+		if n.live, err = redisLive(rc); err != nil {
+			return nil, false, err
+		}
 	} else {
 		n.state = stateOf[*memory.Leases, *memory.Limiter]{memory.NewLeases(memory.Config{}), memory.NewLimiter(memory.Config{})}
+		tl, err := memory.NewTimelines(memory.TimelinesConfig{})
+		if err != nil {
+			return nil, false, err
+		}
+		n.live = liveState{timelines: tl, fanout: memory.NewFanout(), presence: memory.NewPresence(memory.Config{})}
 	}
+	n.ids = ids
 
 	writers := 1
 	if !c.embedded() {
@@ -148,9 +180,23 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	if err != nil {
 		return nil, false, err
 	}
-	if n.api, err = api.New(api.Config{Auth: authSvc, Checks: n.checks, Logger: log}); err != nil {
+	n.auth = authSvc
+	if n.inbox, err = inbox.New(inbox.Config{Store: n.store, Timelines: n.live.timelines, Fanout: n.live.fanout, Logger: log}); err != nil {
 		return nil, false, err
 	}
+	if n.dispatch, err = dispatch.New(dispatch.Config{Store: n.store, Presence: n.live.presence, Events: n.pub, Logger: log}); err != nil {
+		return nil, false, err
+	}
+	if n.api, err = api.New(api.Config{Auth: authSvc, Checks: n.checks, Logger: log, Console: &api.Console{
+		Store: n.store, Replies: n.outbound, Events: n.pub, Timelines: n.live.timelines, Fanout: n.live.fanout,
+		Presence: n.live.presence, Dispatch: n.dispatch,
+	}}); err != nil {
+		return nil, false, err
+	}
+	if err := n.routeWebchat(ids); err != nil {
+		return nil, false, err
+	}
+	n.routeWeb()
 	if n.router, err = n.bus.NewRouter(); err != nil {
 		return nil, false, err
 	}
@@ -168,6 +214,9 @@ func (n *node) addHandlers() error {
 	}{
 		{"ingest", hub.TopicInbound, "core-ingest", hub.InboundHandler(n.ingest)},
 		{"delivery", hub.TopicDelivery, "core-delivery", hub.DeliveryHandler(n.outbound)},
+		{"inbox", hub.TopicEvents, "core-inbox", eventsHandler(n.inbox.Handle)},
+		{"dispatch", hub.TopicEvents, "core-dispatch", eventsHandler(n.dispatch.Handle)},
+		{"webchat", hub.OutboundTopic(conv.KindWebchat), "connector-webchat", outboundHandler(n.webchat.Outbound)},
 	} {
 		sub, err := n.bus.Subscriber(h.group)
 		if err != nil {
@@ -189,6 +238,7 @@ func (n *node) serveWorkers(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return n.dispatch.Run(gctx, 15*time.Second) })
 	g.Go(func() error {
 		return n.outbound.RunSweeper(gctx, n.state, "node-"+strconv.Itoa(n.cfg.NodeID)+"-"+strconv.Itoa(os.Getpid()), 5*time.Second)
 	})
@@ -265,7 +315,7 @@ func (n *node) close() {
 	n.closers = nil
 }
 
-func printWelcome(w io.Writer, c config, addr string) {
+func printWelcome(w io.Writer, c config, addr string, d demo) {
 	fmt.Fprintf(w, `
 Switchboard is running on its embedded default:
   data       %[1]s (SQLite, embedded NATS JetStream, master key)
@@ -273,11 +323,31 @@ Switchboard is running on its embedded default:
 
 A new master key was written to %[1]s/master.key. Back it up: channel
 secrets cannot be read without it.
-
-Next, in another terminal:
+`, c.Data, addr)
+	if d.Password != "" {
+		fmt.Fprintf(w, `
+Try it now — a demo tenant is ready:
+  1. open the agent console   http://%[1]s/console/
+     tenant %[2]s · email %[3]s · password %[4]s
+  2. open the demo shop page  http://%[1]s/demo   and chat from its widget
+     (web chat channel %[5]s)
+`, addr, demoTenant, demoEmail, d.Password, d.Channel.ID)
+	}
+	fmt.Fprintf(w, `
+Your own tenant, in another terminal:
   go run ./cmd/switchboard tenant create --name acme
   go run ./cmd/switchboard agent create --tenant acme --email you@example.com --name You --password 'choose-a-long-one'
-  curl -s http://%[2]s/v1/auth/login -d '{"tenant":"acme","email":"you@example.com","password":"choose-a-long-one"}'
+  go run ./cmd/switchboard channel create --tenant acme --kind webchat --name Website --config '{"allowed_origins":["https://www.example.com"]}'
 
-`, c.Data, addr)
+`)
+}
+
+// pprofMux serves net/http/pprof's handlers.
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	return m
 }

@@ -200,7 +200,7 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (conv.Agent, 
 		tok   conv.Token
 	)
 	unauth := fmt.Errorf("auth.Authenticate: %w: invalid or expired token", conv.ErrUnauthorized)
-	err = s.cfg.Store.Tx(ctx, tenant, func(tx storage.Tx) error {
+	err = s.cfg.Store.Read(ctx, tenant, func(tx storage.Tx) error {
 		var err error
 		tok, err = tx.TokenByHash(ctx, hash)
 		if errors.Is(err, conv.ErrNotFound) {

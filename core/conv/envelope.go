@@ -64,6 +64,14 @@ const (
 	EventConversationOpened EventType = "conversation.opened"
 	EventMessageCreated     EventType = "message.created"
 	EventMessageUpdated     EventType = "message.updated"
+	// EventConversationAssigned: the assignee changed (Previous holds the
+	// one before; a zero assignee means back to the queue).
+	EventConversationAssigned EventType = "conversation.assigned"
+	// EventConversationUpdated: status or other fields changed (resolved,
+	// reopened).
+	EventConversationUpdated EventType = "conversation.updated"
+	// EventConversationRead: Agent read the conversation up to ReadSeq.
+	EventConversationRead EventType = "conversation.read"
 )
 
 // Event is a domain event. It carries the records as they were at commit so
@@ -73,17 +81,33 @@ type Event struct {
 	TenantID     TenantID      `json:"tenant_id"`
 	Conversation *Conversation `json:"conversation,omitempty"`
 	Message      *Message      `json:"message,omitempty"`
-	At           time.Time     `json:"at"`
+	// Previous is the assignee before a conversation.assigned.
+	Previous AgentID `json:"previous_assignee_id,omitempty"`
+	// Agent and ReadSeq: who read how far, for conversation.read.
+	Agent   AgentID   `json:"agent_id,omitempty"`
+	ReadSeq int64     `json:"read_seq,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // Key is the event's idempotency key: the same change always yields the
 // same key, so a republished event is recognizably the same event.
 func (e Event) Key() string {
 	switch {
+	case e.Type == EventConversationRead && e.Conversation != nil:
+		return fmt.Sprintf("%s:%s:%s:%d", e.Type, e.Conversation.ID, e.Agent, e.ReadSeq)
 	case e.Message != nil:
-		return fmt.Sprintf("%s:%s:%s", e.Type, e.Message.ID, e.Message.Status)
-	case e.Conversation != nil:
+		recalled := ""
+		if e.Message.RecalledAt != nil {
+			recalled = ":recalled"
+		}
+		return fmt.Sprintf("%s:%s:%s%s", e.Type, e.Message.ID, e.Message.Status, recalled)
+	case e.Type == EventConversationOpened && e.Conversation != nil:
 		return fmt.Sprintf("%s:%s", e.Type, e.Conversation.ID)
+	case e.Conversation != nil:
+		// Assignments and updates repeat on one conversation: the change
+		// is identified by the state it produced.
+		c := e.Conversation
+		return fmt.Sprintf("%s:%s:%s:%s:%d", e.Type, c.ID, c.Status, c.AssigneeID, c.UpdatedAt.UnixNano())
 	}
 	return string(e.Type)
 }

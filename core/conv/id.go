@@ -55,6 +55,7 @@ type (
 	agentKind        struct{}
 	groupKind        struct{}
 	tokenKind        struct{}
+	visitorKind      struct{}
 )
 
 // Typed ids.
@@ -67,6 +68,7 @@ type (
 	AgentID        = ID[agentKind]
 	GroupID        = ID[groupKind]
 	TokenID        = ID[tokenKind]
+	VisitorID      = ID[visitorKind]
 )
 
 // Snowflake layout: 41 bits of milliseconds since Epoch, 10 bits of node,

@@ -206,6 +206,15 @@ type Message struct {
 	RecalledAt   *time.Time    `json:"recalled_at,omitempty"`
 }
 
+// Redacted is m as clients may see it: a recalled message keeps its place
+// in the conversation but not its content.
+func (m Message) Redacted() Message {
+	if m.RecalledAt != nil {
+		m.Parts = []Part{}
+	}
+	return m
+}
+
 // PartType is the kind of content in a Part.
 type PartType string
 
@@ -352,6 +361,18 @@ type Token struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt time.Time  `json:"expires_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Visitor is a web chat visitor session: the browser holds a visitor
+// token (only its SHA-256 Hash is stored) that names the contact it
+// speaks as on one channel.
+type Visitor struct {
+	ID        VisitorID `json:"id"`
+	TenantID  TenantID  `json:"tenant_id"`
+	ChannelID ChannelID `json:"channel_id"`
+	ContactID ContactID `json:"contact_id"`
+	Hash      []byte    `json:"-"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Active reports whether the token may authenticate at now.

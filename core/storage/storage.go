@@ -25,6 +25,11 @@ type Store interface {
 	// again when the database asks for a retry (serialization, busy); it must
 	// not have effects outside the transaction.
 	Tx(ctx context.Context, tenant conv.TenantID, fn func(Tx) error) error
+	// Read runs fn in a read-only transaction scoped to tenant: one
+	// consistent snapshot that does not wait for writers (SQLite admits
+	// one writer at a time; readers run beside it). Write methods fail.
+	// Console lists, history and event routing read through it.
+	Read(ctx context.Context, tenant conv.TenantID, fn func(Tx) error) error
 
 	CreateTenant(ctx context.Context, t conv.Tenant) error
 	// Tenant and TenantByName return ErrNotFound for an unknown tenant.
@@ -36,6 +41,11 @@ type Store interface {
 	// lists them newest first.
 	AddDeadLetter(ctx context.Context, d conv.DeadLetter) error
 	DeadLetters(ctx context.Context, limit int) ([]conv.DeadLetter, error)
+
+	// ChannelTenant returns the tenant owning a channel, ErrNotFound for an
+	// unknown channel. It is the one lookup not scoped to a tenant: the web
+	// chat widget names only its channel. It reveals nothing but the id.
+	ChannelTenant(ctx context.Context, channel conv.ChannelID) (conv.TenantID, error)
 
 	// Ping checks the store answers; /readyz uses it.
 	Ping(ctx context.Context) error
@@ -107,6 +117,8 @@ type Tx interface {
 	// TokenByHash returns the token whose Hash equals hash, active or not.
 	TokenByHash(ctx context.Context, hash []byte) (conv.Token, error)
 	RevokeToken(ctx context.Context, id conv.TokenID, at time.Time) error
+
+	ConsoleTx
 }
 
 // Sealer encrypts and decrypts one secret bound to its place (tenant,

@@ -21,6 +21,12 @@
 // from one transaction into the next. The SQL names tenant_id anyway, for
 // the indexes; RLS catches the statement that forgets.
 //
+// One table is read without a tenant: channel_directory (channel id →
+// tenant id and nothing else), which Store.ChannelTenant consults for the
+// web chat widget before it knows the tenant. Its RLS lets everyone read
+// and only the Tx's tenant write, and a foreign key ties every entry to its
+// channel; CreateChannel fills it in the channel's transaction.
+//
 // Seq: AppendMessage increments conversations.last_seq with UPDATE …
 // RETURNING, whose row lock serializes appends to one conversation across
 // nodes until commit; a rollback gives the seq back. Concurrent

@@ -25,7 +25,9 @@ var migrationFiles embed.FS
 const migrateLockKey int64 = 0x5377_6254_4d69_6772 // "SwbTMigr"
 
 // systemTables are read outside any tenant and have no Row-Level Security.
-// Every other table the migrations create is a tenant table.
+// channel_directory is read outside any tenant too but keeps RLS for its
+// writes (see 0002_console.sql). Every other table the migrations create
+// is a tenant table.
 var systemTables = []string{"tenants", "dead_letters"}
 
 type migration struct {

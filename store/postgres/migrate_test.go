@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -162,5 +164,111 @@ func TestMigrateRefusesPrivilegedRole(t *testing.T) {
 	if err == nil {
 		s.Close()
 		t.Fatal("Open accepted a runtime role with BYPASSRLS")
+	}
+}
+
+// TestChannelDirectoryBackfill: 0002 fills the channel directory from the
+// channels a database already has, also when the user migrating owns the
+// tables without being a superuser, so that FORCE ROW LEVEL SECURITY hides
+// every channel from it unless a tenant is set.
+func TestChannelDirectoryBackfill(t *testing.T) {
+	t.Parallel()
+	base := testenv.Require(t, "SWITCHBOARD_TEST_POSTGRES")
+	ctx := context.Background()
+	owner, runtime := "sb_test_owner_"+randomHex(t, 6), "sb_test_role_"+randomHex(t, 6)
+	db := "sb_test_" + randomHex(t, 8)
+	admin := func(stmts ...string) error {
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		for _, q := range stmts {
+			if _, err := c.Exec(ctx, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
+		}
+		return nil
+	}
+	// Cleanups run last-registered first: the database, then the roles.
+	t.Cleanup(func() {
+		if err := admin("DROP ROLE IF EXISTS "+runtime, "DROP ROLE IF EXISTS "+owner); err != nil {
+			t.Errorf("drop roles: %v", err)
+		}
+	})
+	if err := admin("CREATE ROLE " + owner + " LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := admin("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)"); err != nil {
+			t.Errorf("drop database: %v", err)
+		}
+	})
+	if err := admin("CREATE DATABASE " + db + " OWNER " + owner); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User, u.Path = url.User(owner), "/"+db
+	ownerURL := u.String()
+
+	// The database as version 0001 left it, with channels of two tenants.
+	init, err := migrationFiles.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	channels := map[int64]int64{101: 1, 201: 2, 202: 2} // channel → tenant
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, q := range []string{string(init),
+			`CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+			`INSERT INTO schema_migrations (version) VALUES ('0001_init')`,
+			`INSERT INTO tenants (id, name, created_at) VALUES (1, 'acme', now()), (2, 'globex', now())`,
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		for ch, tenant := range channels {
+			if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, fmt.Sprint(tenant)); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO channels (tenant_id, id, kind, name, created_at)
+				VALUES ($1, $2, 'webchat', 'site', now())`, tenant, ch); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var visible int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM channels`).Scan(&visible); err != nil {
+		t.Fatal(err)
+	}
+	if visible != 0 {
+		t.Fatalf("the owner sees %d channels without a tenant: RLS does not bind it and the test proves nothing", visible)
+	}
+
+	s, err := Open(ctx, Config{URL: ownerURL, Sealer: storagetest.NewSealer(), IDs: testIDs(t), RuntimeRole: runtime})
+	if err != nil {
+		t.Fatalf("Open as a non-superuser owner: %v", err)
+	}
+	defer s.Close()
+	if !slices.Equal(s.applied, allVersions(t)[1:]) {
+		t.Fatalf("applied %v, want every migration after 0001", s.applied)
+	}
+	for ch, want := range channels {
+		got, err := s.ChannelTenant(ctx, conv.ChannelID(ch))
+		if err != nil || got != conv.TenantID(want) {
+			t.Errorf("ChannelTenant(%d) = %s, %v; want %d", ch, got, err, want)
+		}
 	}
 }

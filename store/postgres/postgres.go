@@ -161,6 +161,20 @@ func (s *Store) Tx(ctx context.Context, tenant conv.TenantID, fn func(storage.Tx
 	})
 }
 
+// Read runs fn in a read-only transaction scoped to tenant.
+func (s *Store) Read(ctx context.Context, tenant conv.TenantID, fn func(storage.Tx) error) error {
+	if tenant.IsZero() {
+		return fmt.Errorf("postgres.Read: %w: no tenant", conv.ErrInvalid)
+	}
+	ctx = context.WithValue(ctx, readOnlyKey{}, true)
+	return s.run(ctx, "postgres.Read "+tenant.String(), tenant.String(), func(pt pgx.Tx) error {
+		return fn(&tx{s: s, tenant: tenant, pg: pt})
+	})
+}
+
+// readOnlyKey marks a context whose transaction is READ ONLY.
+type readOnlyKey struct{}
+
 // run is the one way the store starts a transaction: tenant Tx and
 // store-level calls alike. tenant is "" for store-level calls, which
 // therefore see no tenant rows at all.
@@ -192,7 +206,11 @@ func (s *Store) attempt(ctx context.Context, op, tenant string, fn func(pgx.Tx) 
 	if s.closed.Load() {
 		return fmt.Errorf("%s: %w: store is closed", op, conv.ErrUnavailable)
 	}
-	pt, err := s.pool.Begin(ctx)
+	var opts pgx.TxOptions
+	if ro, _ := ctx.Value(readOnlyKey{}).(bool); ro {
+		opts.AccessMode = pgx.ReadOnly
+	}
+	pt, err := s.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return fail(op+": begin", connErr(err))
 	}

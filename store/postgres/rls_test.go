@@ -38,7 +38,17 @@ var tenantProbes = map[string]string{
 		VALUES ($1, $2, 'probe-' || $2::bigint || '@example.com', 'probe', 'agent', now())`,
 	"tokens": `INSERT INTO tokens (tenant_id, id, agent_id, hash, created_at, expires_at)
 		SELECT $1, $2, id, decode(md5($2::bigint::text), 'hex'), now(), now() FROM agents LIMIT 1`,
+	"conversation_reads": `INSERT INTO conversation_reads (tenant_id, agent_id, conversation_id, read_seq)
+		SELECT $1, a.id, c.id, $2::bigint FROM agents a CROSS JOIN conversations c
+		WHERE NOT EXISTS (SELECT 1 FROM conversation_reads r WHERE r.agent_id = a.id AND r.conversation_id = c.id) LIMIT 1`,
+	"visitors": `INSERT INTO visitors (tenant_id, id, channel_id, contact_id, hash, created_at)
+		SELECT $1, $2, ch.id, ct.id, decode(md5($2::bigint::text), 'hex'), now() FROM channels ch, contacts ct LIMIT 1`,
 }
+
+// directoryTable is readable by every transaction (Store.ChannelTenant runs
+// without a tenant), so it is not a tenant table; its own subtest checks
+// that writes are still confined to the transaction's tenant.
+const directoryTable = "channel_directory"
 
 // seedTenant writes n rows' worth of data for tenant into every tenant
 // table through the store's own API.
@@ -77,6 +87,14 @@ func seedTenant(t *testing.T, s *Store, ids *conv.IDGen, tenant conv.TenantID, n
 			h := sha256.Sum256([]byte(fmt.Sprintf("%s-%d", tenant, i)))
 			if err := tx.CreateToken(ctx, conv.Token{ID: conv.NewID[conv.TokenID](ids), AgentID: a.ID, Hash: h[:],
 				CreatedAt: now(), ExpiresAt: now().Add(time.Hour)}); err != nil {
+				return err
+			}
+			if _, err := tx.SetRead(ctx, a.ID, c.ID, 1); err != nil {
+				return err
+			}
+			vh := sha256.Sum256([]byte(fmt.Sprintf("visitor-%s-%d", tenant, i)))
+			if err := tx.CreateVisitor(ctx, conv.Visitor{ID: conv.NewID[conv.VisitorID](ids), ChannelID: ch.ID,
+				ContactID: ct.ID, Hash: vh[:], CreatedAt: now()}); err != nil {
 				return err
 			}
 		}
@@ -148,7 +166,7 @@ func TestRowLevelSecurity(t *testing.T) {
 		rows, err := s.pool.Query(ctx, `SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
-			AND c.relname NOT IN ('tenants', 'dead_letters', 'schema_migrations') ORDER BY c.relname`)
+			AND c.relname NOT IN ('tenants', 'dead_letters', 'schema_migrations', $1) ORDER BY c.relname`, directoryTable)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +223,7 @@ func TestRowLevelSecurity(t *testing.T) {
 			t.Fatalf("role %s: rolsuper=%v rolbypassrls=%v rolcanlogin=%v owns %d relations; want false, false, false, 0",
 				DefaultRuntimeRole, super, bypass, login, owned)
 		}
-		for _, table := range append(slices.Clone(tables), "tenants", "dead_letters") {
+		for _, table := range append(slices.Clone(tables), "tenants", "dead_letters", directoryTable) {
 			var dml, ddl bool
 			err := s.pool.QueryRow(ctx, `SELECT
 				has_table_privilege($1, $2, 'SELECT, INSERT, UPDATE, DELETE'),
@@ -285,6 +303,66 @@ func TestRowLevelSecurity(t *testing.T) {
 					t.Errorf("%s: deleting B's rows in A's Tx: %v", table, err)
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("channel directory: read by all, written only for the Tx's tenant", func(t *testing.T) {
+		var rls, force bool
+		if err := s.pool.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class
+			WHERE relname = $1 AND relnamespace = current_schema()::regnamespace`, directoryTable).Scan(&rls, &force); err != nil {
+			t.Fatal(err)
+		}
+		if !rls || !force {
+			t.Fatalf("%s: relrowsecurity=%v relforcerowsecurity=%v, want both true", directoryTable, rls, force)
+		}
+		var total int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM `+directoryTable).Scan(&total); err != nil {
+			t.Fatal(err)
+		}
+		if want := superCount(t, s, "channels", a) + superCount(t, s, "channels", b); total != want || total == 0 {
+			t.Fatalf("%s holds %d entries, want one per channel (%d)", directoryTable, total, want)
+		}
+		// expect runs stmt with args in a savepoint and checks the outcome:
+		// an SQLSTATE, or "" and the number of rows it may touch.
+		expect := func(pt pgx.Tx, name, code string, rows int64, stmt string, args ...any) {
+			t.Helper()
+			err := savepoint(ctx, t, pt, func(sp pgx.Tx) error {
+				tag, err := sp.Exec(ctx, stmt, args...)
+				if err == nil && tag.RowsAffected() != rows {
+					t.Errorf("%s: touched %d rows, want %d", name, tag.RowsAffected(), rows)
+				}
+				return err
+			})
+			if got := pgCode(err); got != code || (code == "" && err != nil) {
+				t.Errorf("%s: err=%v, want SQLSTATE %q", name, err, code)
+			}
+		}
+		err := s.Tx(ctx, a, func(stx storage.Tx) error {
+			pt := stx.(*tx).pg
+			if n, err := rawCount(ctx, pt, directoryTable); err != nil || n != total {
+				t.Errorf("A's Tx reads %d directory entries (%v), want all %d", n, err, total)
+			}
+			expect(pt, "re-point B's entries", "", 0, `UPDATE channel_directory SET tenant_id = $1 WHERE tenant_id = $2`, int64(a), int64(b))
+			expect(pt, "delete B's entries", "", 0, `DELETE FROM channel_directory WHERE tenant_id = $1`, int64(b))
+			expect(pt, "hand A's entries to B", "42501", 0, `UPDATE channel_directory SET tenant_id = $1 WHERE tenant_id = $2`, int64(b), int64(a))
+			expect(pt, "insert an entry for B", "42501", 0, `INSERT INTO channel_directory (channel_id, tenant_id) VALUES ($1, $2)`, ids.Next(), int64(b))
+			expect(pt, "insert an entry for no channel", "23503", 0, `INSERT INTO channel_directory (channel_id, tenant_id) VALUES ($1, $2)`, ids.Next(), int64(a))
+			expect(pt, "delete A's entries", "", int64(superCount(t, s, "channels", a)), `DELETE FROM channel_directory WHERE tenant_id = $1`, int64(a))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.run(ctx, "test", "", func(pt pgx.Tx) error {
+			if n, err := rawCount(ctx, pt, directoryTable); err != nil || n != total {
+				t.Errorf("a transaction without a tenant reads %d directory entries (%v), want all %d", n, err, total)
+			}
+			expect(pt, "delete without a tenant", "", 0, `DELETE FROM channel_directory`)
+			expect(pt, "insert without a tenant", "42501", 0, `INSERT INTO channel_directory (channel_id, tenant_id) VALUES ($1, $2)`, ids.Next(), int64(a))
 			return nil
 		})
 		if err != nil {

@@ -85,6 +85,12 @@ func (t *tx) CreateChannel(ctx context.Context, c conv.Channel) error {
 	if err != nil {
 		return fail(op, err)
 	}
+	// The directory entry ChannelTenant reads (see 0002_console.sql). Its
+	// primary key makes an id another tenant already uses ErrConflict.
+	if _, err := t.pg.Exec(ctx, `INSERT INTO channel_directory (channel_id, tenant_id) VALUES ($1, $2)`,
+		int64(c.ID), int64(t.tenant)); err != nil {
+		return fail(op+" directory", err)
+	}
 	for _, field := range c.SecretNames() {
 		if field == "" {
 			return fmt.Errorf("%s: %w: secret with an empty name", op, conv.ErrInvalid)
@@ -337,22 +343,34 @@ func (t *tx) Contact(ctx context.Context, id conv.ContactID) (conv.Contact, erro
 const conversationCols = `id, channel_id, contact_id, status, COALESCE(assignee_id, 0), COALESCE(group_id, 0),
 	priority, scene, reply_deadline, last_seq, created_at, updated_at, resolved_at`
 
-func (t *tx) scanConversation(r pgx.Row) (conv.Conversation, error) {
-	var (
-		c                                   conv.Conversation
-		id, channel, contact, assignee, grp int64
-		status                              string
-	)
-	err := r.Scan(&id, &channel, &contact, &status, &assignee, &grp, &c.Priority, &c.Scene, &c.ReplyDeadline,
-		&c.LastSeq, &c.CreatedAt, &c.UpdatedAt, &c.ResolvedAt)
-	if err != nil {
-		return c, err
-	}
-	c.ID, c.TenantID, c.ChannelID, c.ContactID = conv.ConversationID(id), t.tenant, conv.ChannelID(channel), conv.ContactID(contact)
-	c.Status, c.AssigneeID, c.GroupID = conv.ConversationStatus(status), conv.AgentID(assignee), conv.GroupID(grp)
+// conversationRow holds conversationCols as scanned, so that a query
+// joining more columns (the console's summaries) scans them in one go.
+type conversationRow struct {
+	c                                   conv.Conversation
+	id, channel, contact, assignee, grp int64
+	status                              string
+}
+
+func (r *conversationRow) dest() []any {
+	return []any{&r.id, &r.channel, &r.contact, &r.status, &r.assignee, &r.grp, &r.c.Priority, &r.c.Scene,
+		&r.c.ReplyDeadline, &r.c.LastSeq, &r.c.CreatedAt, &r.c.UpdatedAt, &r.c.ResolvedAt}
+}
+
+func (r *conversationRow) conversation(tenant conv.TenantID) conv.Conversation {
+	c := r.c
+	c.ID, c.TenantID, c.ChannelID, c.ContactID = conv.ConversationID(r.id), tenant, conv.ChannelID(r.channel), conv.ContactID(r.contact)
+	c.Status, c.AssigneeID, c.GroupID = conv.ConversationStatus(r.status), conv.AgentID(r.assignee), conv.GroupID(r.grp)
 	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
 	c.ReplyDeadline, c.ResolvedAt = utcPtr(c.ReplyDeadline), utcPtr(c.ResolvedAt)
-	return c, nil
+	return c
+}
+
+func (t *tx) scanConversation(r pgx.Row) (conv.Conversation, error) {
+	var row conversationRow
+	if err := r.Scan(row.dest()...); err != nil {
+		return conv.Conversation{}, err
+	}
+	return row.conversation(t.tenant), nil
 }
 
 func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (conv.Conversation, bool, error) {
@@ -436,25 +454,36 @@ func (t *tx) UpdateConversation(ctx context.Context, c conv.Conversation) error 
 const messageCols = `id, conversation_id, channel_id, seq, direction, sender_type, sender_id, sender_name,
 	parts::text, COALESCE(external_id, ''), COALESCE(client_id, ''), status, status_reason, created_at, recalled_at`
 
-func (t *tx) scanMessage(r pgx.Row) (conv.Message, error) {
-	var (
-		m                       conv.Message
-		id, conversation, ch    int64
-		dir, senderType, status string
-		parts                   string
-	)
-	err := r.Scan(&id, &conversation, &ch, &m.Seq, &dir, &senderType, &m.Sender.ID, &m.Sender.Name,
-		&parts, &m.ExternalID, &m.ClientID, &status, &m.StatusReason, &m.CreatedAt, &m.RecalledAt)
-	if err != nil {
-		return m, err
+// messageRow holds messageCols as scanned.
+type messageRow struct {
+	m                       conv.Message
+	id, conversation, ch    int64
+	dir, senderType, status string
+	parts                   string
+}
+
+func (r *messageRow) dest() []any {
+	return []any{&r.id, &r.conversation, &r.ch, &r.m.Seq, &r.dir, &r.senderType, &r.m.Sender.ID, &r.m.Sender.Name,
+		&r.parts, &r.m.ExternalID, &r.m.ClientID, &r.status, &r.m.StatusReason, &r.m.CreatedAt, &r.m.RecalledAt}
+}
+
+func (r *messageRow) message(tenant conv.TenantID) (conv.Message, error) {
+	m := r.m
+	if err := json.Unmarshal([]byte(r.parts), &m.Parts); err != nil {
+		return conv.Message{}, fmt.Errorf("message %d parts: %w", r.id, err)
 	}
-	if err := json.Unmarshal([]byte(parts), &m.Parts); err != nil {
-		return m, fmt.Errorf("message %d parts: %w", id, err)
-	}
-	m.ID, m.TenantID, m.ConversationID, m.ChannelID = conv.MessageID(id), t.tenant, conv.ConversationID(conversation), conv.ChannelID(ch)
-	m.Direction, m.Sender.Type, m.Status = conv.Direction(dir), conv.SenderType(senderType), conv.MessageStatus(status)
+	m.ID, m.TenantID, m.ConversationID, m.ChannelID = conv.MessageID(r.id), tenant, conv.ConversationID(r.conversation), conv.ChannelID(r.ch)
+	m.Direction, m.Sender.Type, m.Status = conv.Direction(r.dir), conv.SenderType(r.senderType), conv.MessageStatus(r.status)
 	m.CreatedAt, m.RecalledAt = m.CreatedAt.UTC(), utcPtr(m.RecalledAt)
 	return m, nil
+}
+
+func (t *tx) scanMessage(r pgx.Row) (conv.Message, error) {
+	var row messageRow
+	if err := r.Scan(row.dest()...); err != nil {
+		return conv.Message{}, err
+	}
+	return row.message(t.tenant)
 }
 
 func (t *tx) AppendMessage(ctx context.Context, m conv.Message) (conv.Message, error) {

@@ -4,7 +4,9 @@
 //
 // It owns the file's schema (numbered migrations embedded in the binary,
 // recorded in schema_migrations and applied by Open and Migrate) and the
-// mapping between conv records and rows.
+// mapping between conv records and rows. Channel ids are unique across
+// tenants (the channels_id index), so ChannelTenant, the one lookup made
+// before the tenant is known, has a single answer.
 //
 // Durability and concurrency: the database runs in WAL mode with
 // synchronous=FULL, so a committed transaction survives a power cut, which

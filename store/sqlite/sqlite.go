@@ -84,6 +84,10 @@ type Store struct {
 	// writeSem admits one write transaction of this process at a time (see
 	// the package doc).
 	writeSem chan struct{}
+	// rdb is a second pool for Read: deferred, query_only transactions
+	// that WAL lets run beside the writer, with its own statements.
+	rdb    *sql.DB
+	rstmts sync.Map
 }
 
 // Open opens (creating if needed) the database at cfg.Path and applies any
@@ -117,7 +121,40 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	rq := url.Values{}
+	rq.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", cfg.BusyTimeout.Milliseconds()))
+	rq.Add("_pragma", "foreign_keys(1)")
+	rq.Add("_pragma", "query_only(1)")
+	rq.Set("_txlock", "deferred")
+	if s.rdb, err = sql.Open("sqlite", cfg.Path+"?"+rq.Encode()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite.Open %s: readers: %w", cfg.Path, err)
+	}
+	s.rdb.SetMaxOpenConns(cfg.MaxConns)
+	s.rdb.SetMaxIdleConns(cfg.MaxConns)
+	s.rdb.SetConnMaxIdleTime(5 * time.Minute)
 	return s, nil
+}
+
+// Read runs fn in a read-only transaction scoped to tenant. In WAL mode it
+// sees the last commit before its first read and never waits for the
+// writer.
+func (s *Store) Read(ctx context.Context, tenant conv.TenantID, fn func(storage.Tx) error) error {
+	if tenant.IsZero() {
+		return fmt.Errorf("sqlite.Read: %w: no tenant", conv.ErrInvalid)
+	}
+	sqlTx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite.Read %s: %w", tenant, mapErr(err))
+	}
+	defer sqlTx.Rollback()
+	if err := fn(&tx{s: s, tx: sqlTx, tenant: tenant, ro: true}); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("sqlite.Read %s: %w", tenant, mapErr(err))
+	}
+	return nil
 }
 
 // Migrate applies the embedded migrations not yet recorded in
@@ -353,14 +390,18 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // prepared returns the cached statement for q, preparing it on first use.
 func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
-	if st, ok := s.stmts.Load(q); ok {
+	return prepareOn(ctx, s.db, &s.stmts, q)
+}
+
+func prepareOn(ctx context.Context, db *sql.DB, stmts *sync.Map, q string) (*sql.Stmt, error) {
+	if st, ok := stmts.Load(q); ok {
 		return st.(*sql.Stmt), nil
 	}
-	st, err := s.db.PrepareContext(ctx, q)
+	st, err := db.PrepareContext(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	if prev, loaded := s.stmts.LoadOrStore(q, st); loaded {
+	if prev, loaded := stmts.LoadOrStore(q, st); loaded {
 		st.Close()
 		return prev.(*sql.Stmt), nil
 	}
@@ -369,11 +410,16 @@ func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 
 // Close closes the cached statements and the pool. Calling it again is a no-op.
 func (s *Store) Close() error {
-	s.stmts.Range(func(q, st any) bool {
-		st.(*sql.Stmt).Close()
-		s.stmts.Delete(q)
-		return true
-	})
+	for _, m := range []*sync.Map{&s.stmts, &s.rstmts} {
+		m.Range(func(q, st any) bool {
+			st.(*sql.Stmt).Close()
+			m.Delete(q)
+			return true
+		})
+	}
+	if s.rdb != nil {
+		s.rdb.Close()
+	}
 	return s.db.Close()
 }
 

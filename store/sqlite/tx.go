@@ -19,6 +19,7 @@ type tx struct {
 	s      *Store
 	tx     *sql.Tx
 	tenant conv.TenantID
+	ro     bool // a Read transaction, on the readers' pool
 }
 
 var _ storage.Tx = (*tx)(nil)
@@ -29,7 +30,15 @@ func (t *tx) Tenant() conv.TenantID { return t.tenant }
 // was half the CPU of an append.
 
 func (t *tx) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	st, err := t.s.prepared(ctx, q)
+	var (
+		st  *sql.Stmt
+		err error
+	)
+	if t.ro {
+		st, err = prepareOn(ctx, t.s.rdb, &t.s.rstmts, q)
+	} else {
+		st, err = t.s.prepared(ctx, q)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -310,28 +319,40 @@ func (t *tx) Contact(ctx context.Context, id conv.ContactID) (conv.Contact, erro
 const conversationCols = `id, channel_id, contact_id, status, assignee_id, group_id, priority, scene,
 	reply_deadline, last_seq, created_at, updated_at, resolved_at`
 
+// conversationRow holds conversationCols as scanned, so that a query
+// joining more columns (the console's summaries) scans them in one go.
+type conversationRow struct {
+	c                  conv.Conversation
+	status             string
+	assignee, group    sql.NullInt64
+	deadline, resolved sql.NullInt64
+	created, updated   int64
+}
+
+func (r *conversationRow) dest() []any {
+	return []any{&r.c.ID, &r.c.ChannelID, &r.c.ContactID, &r.status, &r.assignee, &r.group, &r.c.Priority, &r.c.Scene,
+		&r.deadline, &r.c.LastSeq, &r.created, &r.updated, &r.resolved}
+}
+
+func (r *conversationRow) conversation(tenant conv.TenantID) conv.Conversation {
+	c := r.c
+	c.TenantID = tenant
+	c.Status = conv.ConversationStatus(r.status)
+	c.AssigneeID = conv.AgentID(r.assignee.Int64)
+	c.GroupID = conv.GroupID(r.group.Int64)
+	c.ReplyDeadline = fromMicrosPtr(r.deadline)
+	c.ResolvedAt = fromMicrosPtr(r.resolved)
+	c.CreatedAt = fromMicros(r.created)
+	c.UpdatedAt = fromMicros(r.updated)
+	return c
+}
+
 func (t *tx) scanConversation(r scanner) (conv.Conversation, error) {
-	var (
-		c                  conv.Conversation
-		status             string
-		assignee, group    sql.NullInt64
-		deadline, resolved sql.NullInt64
-		created, updated   int64
-	)
-	err := r.Scan(&c.ID, &c.ChannelID, &c.ContactID, &status, &assignee, &group, &c.Priority, &c.Scene,
-		&deadline, &c.LastSeq, &created, &updated, &resolved)
-	if err != nil {
-		return c, err
+	var row conversationRow
+	if err := r.Scan(row.dest()...); err != nil {
+		return conv.Conversation{}, err
 	}
-	c.TenantID = t.tenant
-	c.Status = conv.ConversationStatus(status)
-	c.AssigneeID = conv.AgentID(assignee.Int64)
-	c.GroupID = conv.GroupID(group.Int64)
-	c.ReplyDeadline = fromMicrosPtr(deadline)
-	c.ResolvedAt = fromMicrosPtr(resolved)
-	c.CreatedAt = fromMicros(created)
-	c.UpdatedAt = fromMicros(updated)
-	return c, nil
+	return row.conversation(t.tenant), nil
 }
 
 func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (conv.Conversation, bool, error) {
@@ -397,31 +418,42 @@ func (t *tx) UpdateConversation(ctx context.Context, c conv.Conversation) error 
 const messageCols = `id, conversation_id, channel_id, seq, direction, sender_type, sender_id, sender_name,
 	parts, external_id, client_id, status, status_reason, created_at, recalled_at`
 
-func (t *tx) scanMessage(r scanner) (conv.Message, error) {
-	var (
-		m                              conv.Message
-		dir, senderType, status, parts string
-		externalID, clientID           sql.NullString
-		created                        int64
-		recalled                       sql.NullInt64
-	)
-	err := r.Scan(&m.ID, &m.ConversationID, &m.ChannelID, &m.Seq, &dir, &senderType, &m.Sender.ID, &m.Sender.Name,
-		&parts, &externalID, &clientID, &status, &m.StatusReason, &created, &recalled)
-	if err != nil {
-		return m, err
+// messageRow holds messageCols as scanned.
+type messageRow struct {
+	m                              conv.Message
+	dir, senderType, status, parts string
+	externalID, clientID           sql.NullString
+	created                        int64
+	recalled                       sql.NullInt64
+}
+
+func (r *messageRow) dest() []any {
+	return []any{&r.m.ID, &r.m.ConversationID, &r.m.ChannelID, &r.m.Seq, &r.dir, &r.senderType, &r.m.Sender.ID,
+		&r.m.Sender.Name, &r.parts, &r.externalID, &r.clientID, &r.status, &r.m.StatusReason, &r.created, &r.recalled}
+}
+
+func (r *messageRow) message(tenant conv.TenantID) (conv.Message, error) {
+	m := r.m
+	if err := json.Unmarshal([]byte(r.parts), &m.Parts); err != nil {
+		return conv.Message{}, fmt.Errorf("message %s parts: %w", m.ID, err)
 	}
-	if err := json.Unmarshal([]byte(parts), &m.Parts); err != nil {
-		return m, fmt.Errorf("message %s parts: %w", m.ID, err)
-	}
-	m.TenantID = t.tenant
-	m.Direction = conv.Direction(dir)
-	m.Sender.Type = conv.SenderType(senderType)
-	m.ExternalID = externalID.String
-	m.ClientID = clientID.String
-	m.Status = conv.MessageStatus(status)
-	m.CreatedAt = fromMicros(created)
-	m.RecalledAt = fromMicrosPtr(recalled)
+	m.TenantID = tenant
+	m.Direction = conv.Direction(r.dir)
+	m.Sender.Type = conv.SenderType(r.senderType)
+	m.ExternalID = r.externalID.String
+	m.ClientID = r.clientID.String
+	m.Status = conv.MessageStatus(r.status)
+	m.CreatedAt = fromMicros(r.created)
+	m.RecalledAt = fromMicrosPtr(r.recalled)
 	return m, nil
+}
+
+func (t *tx) scanMessage(r scanner) (conv.Message, error) {
+	var row messageRow
+	if err := r.Scan(row.dest()...); err != nil {
+		return conv.Message{}, err
+	}
+	return row.message(t.tenant)
 }
 
 func (t *tx) AppendMessage(ctx context.Context, m conv.Message) (conv.Message, error) {

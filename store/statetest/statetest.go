@@ -41,6 +41,10 @@ const (
 	maxKeyLen    = 1024
 	maxHolderLen = 256
 	maxLimit     = 10000
+	// maxEventLen bounds a timeline event and a fan-out payload; topics
+	// and timeline keys share maxKeyLen.
+	maxEventLen   = 1 << 20
+	maxSessionLen = 256
 )
 
 // pollTimeout bounds every wait for a condition. Generous, because -race on

@@ -40,6 +40,7 @@ func Run(t *testing.T, h Harness) {
 		{"DeadLetters", testDeadLetters},
 		{"PingClose", testPingClose},
 		{"TxRollback", testTxRollback},
+		{"Read", testRead},
 		{"Channels", testChannels},
 		{"ChannelSecretsSealed", testChannelSecretsSealed},
 		{"ChannelIsolation", testChannelIsolation},
@@ -59,6 +60,20 @@ func Run(t *testing.T, h Harness) {
 		{"Tokens", testTokens},
 		{"ConcurrentAppend", testConcurrentAppend},
 		{"ConcurrentIngest", testConcurrentIngest},
+		{"ChannelTenant", testChannelTenant},
+		{"ContactLookupAndRename", testContactLookupAndRename},
+		{"MergeContacts", testMergeContacts},
+		{"MessagesBefore", testMessagesBefore},
+		{"LatestConversation", testLatestConversation},
+		{"RecallMessage", testRecallMessage},
+		{"AssignConversation", testAssignConversation},
+		{"OpenLoad", testOpenLoad},
+		{"Queued", testQueued},
+		{"SetRead", testSetRead},
+		{"ListConversations", testListConversations},
+		{"ListConversationsPaging", testListConversationsPaging},
+		{"Visitors", testVisitors},
+		{"ConsoleIsolation", testConsoleIsolation},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })

@@ -177,3 +177,71 @@ func testTxRollback(t *testing.T, h Harness) {
 		t.Fatalf("seq after a rolled-back append = %d, want 1", got.Seq)
 	}
 }
+
+// testRead: a Read transaction sees what was committed, is scoped to its
+// tenant, refuses writes, and runs while a write transaction is open (it
+// does not queue behind the writer).
+func testRead(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	tenant := e.tenant("acme")
+	other := e.tenant("other")
+	c := e.conversation(tenant)
+	m := e.message(c, conv.In, "committed")
+	e.tx(tenant, func(tx storage.Tx) error {
+		_, err := tx.AppendMessage(e.ctx, m)
+		return err
+	})
+	err := e.s.Read(e.ctx, tenant, func(tx storage.Tx) error {
+		got, err := tx.Message(e.ctx, m.ID)
+		if err != nil {
+			return err
+		}
+		if got.Parts[0].Text != "committed" {
+			t.Errorf("Read saw %v", got)
+		}
+		if _, _, err := tx.EnsureContact(e.ctx, conv.Identity{Kind: "visitor", ExternalID: "write-in-read"}, ""); err == nil {
+			t.Error("a write inside Read succeeded")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	err = e.s.Read(e.ctx, other, func(tx storage.Tx) error {
+		_, err := tx.Message(e.ctx, m.ID)
+		wantKind(t, "another tenant's message in Read", err, conv.ErrNotFound)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Read other: %v", err)
+	}
+	if err := e.s.Read(e.ctx, 0, func(storage.Tx) error { return nil }); !errors.Is(err, conv.ErrInvalid) {
+		t.Fatalf("Read without a tenant = %v, want ErrInvalid", err)
+	}
+	// A reader runs while a writer holds its transaction open.
+	inWrite, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- e.s.Tx(e.ctx, tenant, func(tx storage.Tx) error {
+			if _, _, err := tx.EnsureContact(e.ctx, conv.Identity{Kind: "visitor", ExternalID: "slow-writer"}, ""); err != nil {
+				return err
+			}
+			close(inWrite)
+			<-release
+			return nil
+		})
+	}()
+	<-inWrite
+	err = e.s.Read(e.ctx, tenant, func(tx storage.Tx) error {
+		_, err := tx.ContactByIdentity(e.ctx, conv.Identity{Kind: "visitor", ExternalID: "slow-writer"})
+		wantKind(t, "uncommitted contact seen by Read", err, conv.ErrNotFound)
+		return nil
+	})
+	close(release)
+	if err != nil {
+		t.Fatalf("Read during a write: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+}

@@ -1,0 +1,608 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/inbox"
+	"github.com/switchboard-hq/switchboard/core/live"
+	"github.com/switchboard-hq/switchboard/core/outbound"
+	"github.com/switchboard-hq/switchboard/core/storage"
+)
+
+// RecallWindow is how long after sending an agent may recall a message.
+const RecallWindow = 2 * time.Minute
+
+// Replier stores and sends agent replies (core/outbound).
+type Replier interface {
+	Reply(ctx context.Context, tenant conv.TenantID, r outbound.Reply) (conv.Message, error)
+}
+
+// EventPublisher publishes domain events (hub.Publisher).
+type EventPublisher interface {
+	PublishEvents(ctx context.Context, events []conv.Event) error
+}
+
+// Drainer assigns queued conversations (core/dispatch).
+type Drainer interface {
+	Drain(ctx context.Context, tenant conv.TenantID) (int, error)
+}
+
+// Console is what the agent API and the agent websocket need.
+type Console struct {
+	Store     storage.Store
+	Replies   Replier
+	Events    EventPublisher
+	Timelines live.Timelines
+	Fanout    live.Fanout
+	Presence  live.Presence
+	Dispatch  Drainer
+	// PresenceTTL is how long a console session counts as present without
+	// a refresh (default 60s; sockets refresh every third of it).
+	PresenceTTL time.Duration
+	Now         func() time.Time
+}
+
+func (c *Console) validate() error {
+	if c.Store == nil || c.Replies == nil || c.Events == nil || c.Timelines == nil || c.Fanout == nil || c.Presence == nil || c.Dispatch == nil {
+		return errors.New("api: Console needs Store, Replies, Events, Timelines, Fanout, Presence and Dispatch")
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.PresenceTTL <= 0 {
+		c.PresenceTTL = 60 * time.Second
+	}
+	return nil
+}
+
+func (s *Server) routeConsole() {
+	s.mux.HandleFunc("GET /v1/agents", s.authed(s.listAgents))
+	s.mux.HandleFunc("POST /v1/agent/status", s.authed(s.setStatus))
+	s.mux.HandleFunc("GET /v1/conversations", s.authed(s.listConversations))
+	s.mux.HandleFunc("GET /v1/conversations/{id}", s.authed(s.getConversation))
+	s.mux.HandleFunc("GET /v1/conversations/{id}/messages", s.authed(s.listMessages))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/messages", s.authed(s.postMessage))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/read", s.authed(s.markRead))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/assign", s.authed(s.assign))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/resolve", s.authed(s.resolve))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/typing", s.authed(s.typing))
+	s.mux.HandleFunc("POST /v1/messages/{id}/recall", s.authed(s.recall))
+	s.mux.HandleFunc("GET /v1/agent/ws", s.agentSocket)
+}
+
+// pathID parses the {id} path value; a malformed id is simply not found.
+func pathID[T ~int64](r *http.Request, what string) (T, error) {
+	raw := r.PathValue("id")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%w: %s %q not found", conv.ErrNotFound, what, raw)
+	}
+	return T(id), nil
+}
+
+func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, error) {
+	raw := r.URL.Query().Get(name)
+	if raw == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || v < lo {
+		return 0, fmt.Errorf("%w: %s must be an integer ≥ %d", conv.ErrInvalid, name, lo)
+	}
+	return min(v, hi), nil
+}
+
+type agentView struct {
+	ID       conv.AgentID `json:"id"`
+	Name     string       `json:"name"`
+	Email    string       `json:"email"`
+	Status   live.Status  `json:"status"`
+	Open     int          `json:"open"`
+	Capacity int          `json:"capacity"`
+}
+
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, sess session) {
+	c := s.cfg.Console
+	ctx := r.Context()
+	present, err := c.Presence.Agents(ctx, sess.agent.TenantID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var out []agentView
+	err = c.Store.Read(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		agents, err := tx.Agents(ctx)
+		if err != nil {
+			return err
+		}
+		load, err := tx.OpenLoad(ctx)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, a := range agents {
+			if a.Disabled {
+				continue
+			}
+			st := present[a.ID]
+			if st == "" {
+				st = live.Offline
+			}
+			capacity := a.Capacity
+			if capacity <= 0 {
+				capacity = 5
+			}
+			out = append(out, agentView{ID: a.ID, Name: a.Name, Email: a.Email, Status: st, Open: load[a.ID], Capacity: capacity})
+		}
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+type statusRequest struct {
+	Status live.Status `json:"status"`
+}
+
+func (s *Server) setStatus(w http.ResponseWriter, r *http.Request, sess session) {
+	var req statusRequest
+	if err := readJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Status != live.Online && req.Status != live.Away {
+		s.writeError(w, r, fmt.Errorf("%w: status must be online or away", conv.ErrInvalid))
+		return
+	}
+	// Every console socket of the agent applies it to its own session.
+	s.agentNote(r.Context(), sess.agent, inbox.AgentNote{Status: req.Status})
+	if req.Status == live.Online {
+		s.drainSoon(sess.agent.TenantID)
+	}
+	writeJSON(w, http.StatusOK, req)
+}
+
+func (s *Server) listConversations(w http.ResponseWriter, r *http.Request, sess session) {
+	q := storage.ConversationQuery{Reader: sess.agent.ID}
+	switch st := r.URL.Query().Get("status"); st {
+	case "", "open":
+		q.Status = conv.StatusOpen
+	case "resolved":
+		q.Status = conv.StatusResolved
+	case "all":
+	default:
+		s.writeError(w, r, fmt.Errorf("%w: status must be open, resolved or all", conv.ErrInvalid))
+		return
+	}
+	switch as := r.URL.Query().Get("assignee"); as {
+	case "":
+	case "me":
+		q.Assignee, q.Agent = storage.AssignedTo, sess.agent.ID
+	case "unassigned":
+		q.Assignee = storage.Unassigned
+	default:
+		id, err := strconv.ParseInt(as, 10, 64)
+		if err != nil || id <= 0 {
+			s.writeError(w, r, fmt.Errorf("%w: assignee must be me, unassigned or an agent id", conv.ErrInvalid))
+			return
+		}
+		q.Assignee, q.Agent = storage.AssignedTo, conv.AgentID(id)
+	}
+	limit, err := queryInt(r, "limit", 50, 1, 200)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q.Limit = int(limit)
+	ctx := r.Context()
+	var out []storage.ConversationSummary
+	err = s.cfg.Console.Store.Read(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		if before := r.URL.Query().Get("before"); before != "" {
+			id, err := strconv.ParseInt(before, 10, 64)
+			if err != nil || id <= 0 {
+				return fmt.Errorf("%w: before must be a conversation id", conv.ErrInvalid)
+			}
+			c, err := tx.Conversation(ctx, conv.ConversationID(id))
+			if err != nil {
+				return err
+			}
+			q.BeforeUpdated, q.BeforeID = c.UpdatedAt, c.ID
+		}
+		var err error
+		out, err = tx.ListConversations(ctx, q)
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for i := range out {
+		if out[i].Last != nil {
+			m := out[i].Last.Redacted()
+			out[i].Last = &m
+		}
+	}
+	if out == nil {
+		out = []storage.ConversationSummary{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversations": out})
+}
+
+func (s *Server) summary(ctx context.Context, sess session, id conv.ConversationID) (storage.ConversationSummary, error) {
+	var sum storage.ConversationSummary
+	err := s.cfg.Console.Store.Read(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		var err error
+		sum, err = tx.ConversationSummary(ctx, sess.agent.ID, id)
+		return err
+	})
+	if sum.Last != nil {
+		m := sum.Last.Redacted()
+		sum.Last = &m
+	}
+	return sum, err
+}
+
+func (s *Server) getConversation(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sum, err := s.summary(r.Context(), sess, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sum)
+}
+
+func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	msgs, err := PageMessages(r, s.cfg.Console.Store, sess.agent.TenantID, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs})
+}
+
+// PageMessages answers ?after_seq=N / ?before_seq=N &limit=M for one
+// conversation (the agent API and the widget share it): ascending seq,
+// recalled messages redacted. An unknown conversation is ErrNotFound.
+func PageMessages(r *http.Request, store storage.Store, tenant conv.TenantID, id conv.ConversationID) ([]conv.Message, error) {
+	limit, err := queryInt(r, "limit", 50, 1, 200)
+	if err != nil {
+		return nil, err
+	}
+	after, err := queryInt(r, "after_seq", 0, 0, 1<<62)
+	if err != nil {
+		return nil, err
+	}
+	before, err := queryInt(r, "before_seq", 0, 0, 1<<62)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	var msgs []conv.Message
+	err = store.Read(ctx, tenant, func(tx storage.Tx) error {
+		if _, err := tx.Conversation(ctx, id); err != nil {
+			return err
+		}
+		var err error
+		if before > 0 {
+			msgs, err = tx.MessagesBefore(ctx, id, before, int(limit))
+		} else {
+			msgs, err = tx.Messages(ctx, id, after, int(limit))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]conv.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Redacted()
+	}
+	return out, nil
+}
+
+type postMessageRequest struct {
+	Text     string `json:"text"`
+	ClientID string `json:"client_id"`
+}
+
+// MaxText bounds one text message.
+const MaxText = 8000
+
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req postMessageRequest
+	if err := readJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Text == "" {
+		s.writeError(w, r, fmt.Errorf("%w: text is required", conv.ErrInvalid))
+		return
+	}
+	if len(req.Text) > MaxText {
+		s.writeError(w, r, fmt.Errorf("%w: text longer than %d bytes", errTooLarge, MaxText))
+		return
+	}
+	m, err := s.cfg.Console.Replies.Reply(r.Context(), sess.agent.TenantID, outbound.Reply{
+		ConversationID: id,
+		Sender:         conv.Sender{Type: conv.SenderAgent, ID: sess.agent.ID.String(), Name: sess.agent.Name},
+		Parts:          []conv.Part{{Type: conv.PartText, Text: req.Text}},
+		ClientID:       req.ClientID,
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, m.Redacted())
+}
+
+type readRequest struct {
+	Seq int64 `json:"seq"`
+}
+
+func (s *Server) markRead(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req readRequest
+	if err := readJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Seq < 0 {
+		s.writeError(w, r, fmt.Errorf("%w: seq must be ≥ 0", conv.ErrInvalid))
+		return
+	}
+	ctx := r.Context()
+	var sum storage.ConversationSummary
+	err = s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		c, err := tx.Conversation(ctx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.SetRead(ctx, sess.agent.ID, id, min(req.Seq, c.LastSeq)); err != nil {
+			return err
+		}
+		sum, err = tx.ConversationSummary(ctx, sess.agent.ID, id)
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// Every device of the agent learns it through the timeline.
+	if err := s.cfg.Console.Events.PublishEvents(ctx, []conv.Event{{
+		Type: conv.EventConversationRead, TenantID: sess.agent.TenantID, Conversation: &sum.Conversation,
+		Agent: sess.agent.ID, ReadSeq: sum.ReadSeq, At: s.cfg.Console.Now(),
+	}}); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"read_seq": sum.ReadSeq, "unread": sum.Unread})
+}
+
+type assignRequest struct {
+	AgentID string `json:"agent_id"`
+}
+
+func (s *Server) assign(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req assignRequest
+	if err := readJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var to conv.AgentID
+	if req.AgentID != "" {
+		v, err := strconv.ParseInt(req.AgentID, 10, 64)
+		if err != nil || v <= 0 {
+			s.writeError(w, r, fmt.Errorf("%w: agent_id must be an agent id or empty", conv.ErrInvalid))
+			return
+		}
+		to = conv.AgentID(v)
+	}
+	ctx := r.Context()
+	var (
+		got  conv.Conversation
+		from conv.AgentID
+	)
+	err = s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		c, err := tx.Conversation(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !to.IsZero() {
+			a, err := tx.Agent(ctx, to)
+			if err != nil {
+				return fmt.Errorf("%w: agent %s", conv.ErrInvalid, to)
+			}
+			if a.Disabled {
+				return fmt.Errorf("%w: agent %s is disabled", conv.ErrInvalid, to)
+			}
+		}
+		from = c.AssigneeID
+		got, err = tx.AssignConversation(ctx, id, from, to)
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.cfg.Console.Events.PublishEvents(ctx, []conv.Event{{
+		Type: conv.EventConversationAssigned, TenantID: sess.agent.TenantID, Conversation: &got, Previous: from, At: s.cfg.Console.Now(),
+	}}); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sum, err := s.summary(ctx, sess, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sum)
+}
+
+func (s *Server) resolve(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	var (
+		c       conv.Conversation
+		changed bool
+	)
+	now := s.cfg.Console.Now().UTC()
+	err = s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		var err error
+		if c, err = tx.Conversation(ctx, id); err != nil {
+			return err
+		}
+		if c.Status == conv.StatusResolved {
+			changed = false
+			return nil
+		}
+		changed = true
+		c.Status, c.ResolvedAt, c.UpdatedAt = conv.StatusResolved, &now, now
+		return tx.UpdateConversation(ctx, c)
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if changed {
+		if err := s.cfg.Console.Events.PublishEvents(ctx, []conv.Event{{
+			Type: conv.EventConversationUpdated, TenantID: sess.agent.TenantID, Conversation: &c, At: now,
+		}}); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	sum, err := s.summary(ctx, sess, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sum)
+}
+
+type typingRequest struct {
+	Typing bool `json:"typing"`
+}
+
+func (s *Server) typing(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req typingRequest
+	if err := readJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.agentTyping(r.Context(), sess.agent, id, req.Typing); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// agentTyping tells the conversation's customer (and nobody else) that the
+// agent is typing. Not kept anywhere: it is only worth something now.
+func (s *Server) agentTyping(ctx context.Context, agent conv.Agent, id conv.ConversationID, typing bool) error {
+	var c conv.Conversation
+	err := s.cfg.Console.Store.Read(ctx, agent.TenantID, func(tx storage.Tx) error {
+		var err error
+		c, err = tx.Conversation(ctx, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	note := inbox.ContactNote{Type: "typing", ChannelID: c.ChannelID, Typing: typing,
+		Sender: &conv.Sender{Type: conv.SenderAgent, ID: agent.ID.String(), Name: agent.Name}}
+	return publishJSON(ctx, s.cfg.Console.Fanout, live.ContactTopic(agent.TenantID, c.ContactID), note)
+}
+
+func (s *Server) recall(w http.ResponseWriter, r *http.Request, sess session) {
+	id, err := pathID[conv.MessageID](r, "message")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	now := s.cfg.Console.Now().UTC()
+	var (
+		m       conv.Message
+		changed bool
+	)
+	err = s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+		var err error
+		if m, err = tx.Message(ctx, id); err != nil {
+			return err
+		}
+		if m.Direction != conv.Out || m.Sender.Type != conv.SenderAgent || m.Sender.ID != sess.agent.ID.String() {
+			return fmt.Errorf("%w: only your own replies can be recalled", conv.ErrConflict)
+		}
+		if m.RecalledAt == nil && now.Sub(m.CreatedAt) > RecallWindow {
+			return fmt.Errorf("%w: messages can be recalled within %s of sending", conv.ErrConflict, RecallWindow)
+		}
+		m, changed, err = tx.RecallMessage(ctx, id, now)
+		return err
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if changed {
+		if err := s.cfg.Console.Events.PublishEvents(ctx, []conv.Event{{
+			Type: conv.EventMessageUpdated, TenantID: sess.agent.TenantID, Message: &m, At: now,
+		}}); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, m.Redacted())
+}
+
+// drainSoon asks dispatch to assign queued work, off the request path.
+func (s *Server) drainSoon(tenant conv.TenantID) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := s.cfg.Console.Dispatch.Drain(ctx, tenant); err != nil {
+			s.cfg.Logger.Warn("dispatch drain", "tenant", tenant, "err", err)
+		}
+	}()
+}
