@@ -107,7 +107,12 @@ func (as *agentSession) run(ctx context.Context) error {
 	if err := as.c.Presence.Set(ctx, t, a, as.session, as.status, as.c.PresenceTTL); err != nil {
 		return err
 	}
-	defer as.c.Presence.Remove(context.WithoutCancel(ctx), t, a, as.session)
+	as.presenceChanged(ctx)
+	defer func() {
+		ctx := context.WithoutCancel(ctx)
+		as.c.Presence.Remove(ctx, t, a, as.session)
+		as.presenceChanged(ctx)
+	}()
 	as.s.drainSoon(t)
 	head, err := as.c.Timelines.Head(ctx, t, a)
 	if err != nil {
@@ -154,6 +159,7 @@ func (as *agentSession) run(ctx context.Context) error {
 				if st == live.Online {
 					as.s.drainSoon(t)
 				}
+				as.presenceChanged(ctx)
 				// The agent's other devices follow.
 				as.s.agentNote(ctx, as.agent, inbox.AgentNote{Status: st})
 			case "typing":
@@ -205,6 +211,14 @@ func (as *agentSession) run(ctx context.Context) error {
 				as.s.cfg.Logger.WarnContext(ctx, "presence refresh", "agent", a, "err", err)
 			}
 		}
+	}
+}
+
+// presenceChanged tells the tenant's visitor sockets to re-check whether
+// an agent is online ("agents are offline — leave a message").
+func (as *agentSession) presenceChanged(ctx context.Context) {
+	if err := publishJSON(ctx, as.c.Fanout, live.VisitorsTopic(as.agent.TenantID), inbox.ContactNote{Type: "presence"}); err != nil {
+		as.s.cfg.Logger.WarnContext(ctx, "presence note lost", "err", err)
 	}
 }
 

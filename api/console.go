@@ -550,9 +550,9 @@ func (s *Server) agentTyping(ctx context.Context, agent conv.Agent, id conv.Conv
 	if err != nil {
 		return err
 	}
-	note := inbox.ContactNote{Type: "typing", ChannelID: c.ChannelID, Typing: typing,
+	note := inbox.ContactNote{Type: "typing", ContactID: c.ContactID, ChannelID: c.ChannelID, Typing: typing,
 		Sender: &conv.Sender{Type: conv.SenderAgent, ID: agent.ID.String(), Name: agent.Name}}
-	return publishJSON(ctx, s.cfg.Console.Fanout, live.ContactTopic(agent.TenantID, c.ContactID), note)
+	return publishJSON(ctx, s.cfg.Console.Fanout, live.VisitorsTopic(agent.TenantID), note)
 }
 
 func (s *Server) recall(w http.ResponseWriter, r *http.Request, sess session) {

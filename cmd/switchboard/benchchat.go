@@ -216,6 +216,7 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	sendAt := make([]atomic.Int64, *messages)
 	seen := make([]atomic.Int64, *messages)
+	stored := make([]atomic.Int64, *messages) // the message's created_at: when ingest committed it
 	var delivered atomic.Int64
 	allIn := make(chan struct{})
 	extRE := regexp.MustCompile(`:m(\d+)$`)
@@ -248,7 +249,8 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					Event struct {
 						Type    string `json:"type"`
 						Message struct {
-							ExternalID string `json:"external_id"`
+							ExternalID string    `json:"external_id"`
+							CreatedAt  time.Time `json:"created_at"`
 						} `json:"message"`
 					} `json:"event"`
 				}
@@ -263,6 +265,7 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				if i < 0 || i >= *messages || !seen[i].CompareAndSwap(0, now) {
 					continue
 				}
+				stored[i].Store(f.Event.Message.CreatedAt.UnixNano())
 				if delivered.Add(1) == int64(*messages) {
 					close(allIn)
 				}
@@ -338,11 +341,20 @@ wait:
 	senders.Wait()
 	stopAgents()
 	lat := make([]time.Duration, *messages)
+	toStore := make([]time.Duration, *messages)
+	toAgent := make([]time.Duration, *messages)
 	for i := range lat {
 		lat[i] = time.Duration(seen[i].Load() - sendAt[i].Load())
+		toStore[i] = time.Duration(stored[i].Load() - sendAt[i].Load())
+		toAgent[i] = time.Duration(seen[i].Load() - stored[i].Load())
 	}
-	slices.Sort(lat)
-	q := func(p float64) string { return lat[int(float64(len(lat)-1)*p)].Round(10 * time.Microsecond).String() }
+	for _, d := range [][]time.Duration{lat, toStore, toAgent} {
+		slices.Sort(d)
+	}
+	qq := func(d []time.Duration, p float64) string {
+		return d[int(float64(len(d)-1)*p)].Round(10 * time.Microsecond).String()
+	}
+	q := func(p float64) string { return qq(lat, p) }
 	return printJSON(stdout, map[string]any{
 		"store":                   "sqlite + embedded nats (server in a child process)",
 		"idle_sockets":            *idle,
@@ -358,7 +370,14 @@ wait:
 		"latency_p50":             q(0.50),
 		"latency_p99":             q(0.99),
 		"latency_max":             lat[len(lat)-1].String(),
-		"data_dir":                filepath.Clean(dir),
+		// The two legs: visitor send → committed by ingest (bus, group
+		// commit), and committed → on an agent's socket (events, inbox,
+		// timeline, fan-out, push).
+		"send_to_stored_p50":  qq(toStore, 0.50),
+		"send_to_stored_p99":  qq(toStore, 0.99),
+		"stored_to_agent_p50": qq(toAgent, 0.50),
+		"stored_to_agent_p99": qq(toAgent, 0.99),
+		"data_dir":            filepath.Clean(dir),
 	})
 }
 

@@ -2,11 +2,11 @@ package webchat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -22,9 +22,16 @@ import (
 const (
 	visitorRate  = 10
 	visitorBurst = 20
+	// ackCheck is how long a send waits for its fan-out note before the
+	// socket looks in the store (the note may have been lost).
+	ackCheck = 2 * time.Second
 )
 
 // socket is GET /v1/widget/ws?token=VISITOR_TOKEN.
+//
+// One goroutine per socket: this handler's, reading frames and acting on
+// them. Notes for the visitor arrive through the router and are queued;
+// a writer goroutine exists only while the queue is not empty.
 func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	v, ch, cfg, err := c.visitor(ctx, bearerOrQuery(r))
@@ -36,6 +43,7 @@ func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	online := c.agentsOnline(ctx, ch)
 	// The channel's allowlist was checked above; the library's own
 	// same-host check would refuse every embedding site.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
@@ -45,14 +53,20 @@ func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	vs := &visitorSession{c: c, v: v, ch: ch, conn: wsframe.New(ws), pending: map[string]pendingSend{}}
-	err = vs.run(ctx)
-	if websocket.CloseStatus(err) != -1 || errors.Is(err, context.Canceled) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	vs := &visitorSession{c: c, v: v, ch: ch, conn: wsframe.New(ws), ctx: ctx, cancel: cancel,
+		pending: map[string]pendingSend{}, online: online}
+	err = vs.run()
+	switch {
+	case websocket.CloseStatus(err) != -1 || errors.Is(err, context.Canceled):
 		ws.CloseNow()
-		return
+	case errors.Is(err, errSlow):
+		ws.Close(websocket.StatusPolicyViolation, "too slow to read")
+	default:
+		c.cfg.Logger.WarnContext(ctx, "visitor socket ended", "visitor", v.ID, "err", err)
+		ws.Close(websocket.StatusInternalError, "server error")
 	}
-	c.cfg.Logger.WarnContext(ctx, "visitor socket ended", "visitor", v.ID, "err", err)
-	ws.Close(websocket.StatusInternalError, "server error")
 }
 
 type pendingSend struct {
@@ -60,104 +74,166 @@ type pendingSend struct {
 	since    time.Time
 }
 
+// maxQueue bounds frames waiting for a slow visitor; past it the socket is
+// closed (the widget reconnects and resumes by seq).
+const maxQueue = 256
+
+var errSlow = errors.New("visitor too slow to read")
+
 type visitorSession struct {
-	c    *Connector
-	v    conv.Visitor
-	ch   conv.Channel
-	conn *wsframe.Conn
-	// pending sends by external id, acked when the stored message shows.
-	pending map[string]pendingSend
+	c      *Connector
+	v      conv.Visitor
+	ch     conv.Channel
+	conn   *wsframe.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	pending map[string]pendingSend // sends by external id, until acked
+	timer   *time.Timer            // checks pending sends in the store
+	out     []any                  // frames waiting for the writer
+	writing bool
+	online  bool
+	err     error // why the writer gave up
 }
 
-func (vs *visitorSession) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, v := vs.c, vs.v
-	sub, err := c.cfg.Fanout.Subscribe(ctx, live.ContactTopic(v.TenantID, v.ContactID))
-	if err != nil {
+func (vs *visitorSession) run() error {
+	if err := vs.c.router.add(vs.ctx, vs); err != nil {
 		return err
 	}
-	defer sub.Close()
-	online := c.agentsOnline(ctx, vs.ch)
-	if err := vs.conn.Send(ctx, map[string]any{"type": "presence", "agents_online": online}); err != nil {
-		return err
-	}
-	frames := make(chan wsframe.Frame)
-	readErr := make(chan error, 1)
-	go func() { readErr <- vs.read(ctx, frames) }()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	presenceEvery := 0
+	defer vs.c.router.remove(vs)
+	defer vs.stopTimer()
+	vs.push(map[string]any{"type": "presence", "agents_online": vs.online})
+	lim := wsframe.Limiter{Rate: visitorRate, Burst: visitorBurst}
 	for {
-		select {
-		case err := <-readErr:
+		typ, b, err := vs.conn.WS().Read(vs.ctx)
+		if err != nil {
+			vs.mu.Lock()
+			defer vs.mu.Unlock()
+			if vs.err != nil {
+				return vs.err
+			}
 			return err
-		case f := <-frames:
-			if err := vs.frame(ctx, f); err != nil {
-				return err
+		}
+		if !lim.Allow(time.Now()) {
+			vs.push(errorFrame("rate_limited", "you are sending too fast; slow down"))
+			continue
+		}
+		if typ != websocket.MessageText {
+			vs.push(errorFrame("invalid", "frames are JSON text"))
+			continue
+		}
+		f, err := wsframe.Decode(b)
+		if err != nil {
+			vs.push(errorFrame("invalid", err.Error()))
+			continue
+		}
+		vs.frame(f)
+	}
+}
+
+func errorFrame(code, msg string) map[string]string {
+	return map[string]string{"type": "error", "code": code, "message": msg}
+}
+
+// push queues a frame for the visitor and makes sure a writer runs.
+func (vs *visitorSession) push(frames ...any) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if vs.err != nil {
+		return
+	}
+	if len(vs.out)+len(frames) > maxQueue {
+		vs.err = errSlow
+		vs.cancel()
+		return
+	}
+	vs.out = append(vs.out, frames...)
+	if !vs.writing {
+		vs.writing = true
+		go vs.write()
+	}
+}
+
+// write sends queued frames in order, then exits.
+func (vs *visitorSession) write() {
+	for {
+		vs.mu.Lock()
+		if len(vs.out) == 0 || vs.err != nil {
+			vs.writing = false
+			vs.out = nil
+			vs.mu.Unlock()
+			return
+		}
+		f := vs.out[0]
+		vs.out = vs.out[1:]
+		vs.mu.Unlock()
+		if err := vs.conn.Send(vs.ctx, f); err != nil {
+			vs.mu.Lock()
+			if vs.err == nil {
+				vs.err = err
 			}
-		case b, ok := <-sub.C():
-			if !ok {
-				return fmt.Errorf("visitor socket: fan-out ended: %w", conv.ErrUnavailable)
-			}
-			if err := vs.note(ctx, b); err != nil {
-				return err
-			}
-		case <-tick.C:
-			if err := vs.checkPending(ctx); err != nil {
-				return err
-			}
-			if presenceEvery++; presenceEvery%15 == 0 {
-				if now := c.agentsOnline(ctx, vs.ch); now != online {
-					online = now
-					if err := vs.conn.Send(ctx, map[string]any{"type": "presence", "agents_online": online}); err != nil {
-						return err
-					}
-				}
-			}
+			vs.mu.Unlock()
+			vs.cancel()
 		}
 	}
 }
 
-func (vs *visitorSession) frame(ctx context.Context, f wsframe.Frame) error {
+func (vs *visitorSession) frame(f wsframe.Frame) {
 	switch f.Type {
 	case "send":
-		ext, err := vs.c.send(ctx, vs.v, f.ClientID, f.Text, f.Parts)
+		ext, err := vs.c.send(vs.ctx, vs.v, f.ClientID, f.Text, f.Parts)
 		if errors.Is(err, conv.ErrInvalid) {
-			return vs.conn.Error(ctx, "invalid", userMessage(err))
+			vs.push(errorFrame("invalid", userMessage(err)))
+			return
 		}
 		if err != nil {
-			vs.c.cfg.Logger.WarnContext(ctx, "visitor send failed", "visitor", vs.v.ID, "err", err)
-			return vs.conn.Error(ctx, "unavailable", "your message could not be sent; retry")
+			vs.c.cfg.Logger.WarnContext(vs.ctx, "visitor send failed", "visitor", vs.v.ID, "err", err)
+			vs.push(errorFrame("unavailable", "your message could not be sent; retry"))
+			return
 		}
-		vs.pending[ext] = pendingSend{clientID: f.ClientID, since: vs.c.cfg.Now()}
-		return nil
+		vs.mu.Lock()
+		if _, dup := vs.pending[ext]; !dup {
+			vs.pending[ext] = pendingSend{clientID: f.ClientID, since: vs.c.cfg.Now()}
+		}
+		if vs.timer == nil {
+			vs.timer = time.AfterFunc(ackCheck, vs.checkPending)
+		}
+		vs.mu.Unlock()
 	case "resume":
-		return vs.resume(ctx, f.AfterSeq)
+		vs.resume(f.AfterSeq)
 	case "typing":
-		return vs.typing(ctx, f.Typing)
+		vs.typing(f.Typing)
 	case "ping":
-		return vs.conn.Send(ctx, map[string]string{"type": "pong"})
+		vs.push(map[string]string{"type": "pong"})
+	default:
+		vs.push(errorFrame("invalid", fmt.Sprintf("unknown frame type %q", f.Type)))
 	}
-	return vs.conn.Error(ctx, "invalid", fmt.Sprintf("unknown frame type %q", f.Type))
 }
 
-// note handles a fan-out note on the visitor's contact topic.
-func (vs *visitorSession) note(ctx context.Context, b []byte) error {
-	var n inbox.ContactNote
-	if json.Unmarshal(b, &n) != nil || n.ChannelID != vs.v.ChannelID {
-		return nil
+// note handles a fan-out note for this visitor's contact (router).
+func (vs *visitorSession) note(n inbox.ContactNote) {
+	if n.ChannelID != vs.v.ChannelID {
+		return
 	}
 	switch n.Type {
 	case "message":
-		if n.Message == nil {
-			return nil
+		if n.Message != nil {
+			vs.deliver(*n.Message)
 		}
-		return vs.deliver(ctx, *n.Message)
 	case "typing":
-		return vs.conn.Send(ctx, map[string]any{"type": "typing", "typing": n.Typing, "sender": publicSender(n.Sender)})
+		vs.push(map[string]any{"type": "typing", "typing": n.Typing, "sender": publicSender(n.Sender)})
 	}
-	return nil
+}
+
+func (vs *visitorSession) setOnline(on bool) {
+	vs.mu.Lock()
+	changed := vs.online != on
+	vs.online = on
+	vs.mu.Unlock()
+	if changed {
+		vs.push(map[string]any{"type": "presence", "agents_online": on})
+	}
 }
 
 func publicSender(s *conv.Sender) conv.Sender {
@@ -167,53 +243,81 @@ func publicSender(s *conv.Sender) conv.Sender {
 	return conv.Sender{Type: s.Type, Name: s.Name}
 }
 
-// deliver sends a stored message, acking it first when it is one of this
+// deliver sends a stored message, acked first when it is one of this
 // socket's sends.
-func (vs *visitorSession) deliver(ctx context.Context, m conv.Message) error {
+func (vs *visitorSession) deliver(m conv.Message) {
 	view := View(m)
-	if p, ok := vs.pending[m.ExternalID]; ok {
-		delete(vs.pending, m.ExternalID)
-		if err := vs.conn.Send(ctx, map[string]any{"type": "ack", "client_id": p.clientID, "message": view}); err != nil {
-			return err
-		}
+	vs.mu.Lock()
+	p, mine := vs.pending[m.ExternalID]
+	delete(vs.pending, m.ExternalID)
+	vs.mu.Unlock()
+	if mine {
+		vs.push(map[string]any{"type": "ack", "client_id": p.clientID, "message": view},
+			map[string]any{"type": "message", "message": view})
+		return
 	}
-	return vs.conn.Send(ctx, map[string]any{"type": "message", "message": view})
+	vs.push(map[string]any{"type": "message", "message": view})
+}
+
+func (vs *visitorSession) stopTimer() {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if vs.timer != nil {
+		vs.timer.Stop()
+		vs.timer = nil
+	}
 }
 
 // checkPending acks sends whose fan-out note was lost by looking in the
-// store, and gives up on those not stored within AckTimeout.
-func (vs *visitorSession) checkPending(ctx context.Context) error {
+// store, and gives up on those not stored within AckTimeout. It re-arms
+// itself while sends are pending.
+func (vs *visitorSession) checkPending() {
 	now := vs.c.cfg.Now()
+	vs.mu.Lock()
+	var due []string
 	for ext, p := range vs.pending {
-		if now.Sub(p.since) < 2*time.Second {
-			continue
-		}
-		var m conv.Message
-		err := vs.c.cfg.Store.Read(ctx, vs.v.TenantID, func(tx storage.Tx) error {
-			var err error
-			m, err = tx.MessageByExternalID(ctx, vs.v.ChannelID, ext)
-			return err
-		})
-		switch {
-		case err == nil:
-			if err := vs.deliver(ctx, m); err != nil {
-				return err
-			}
-		case now.Sub(p.since) > vs.c.cfg.AckTimeout:
-			delete(vs.pending, ext)
-			if err := vs.conn.Send(ctx, map[string]any{"type": "error", "code": "unavailable", "client_id": p.clientID,
-				"message": "your message was not confirmed in time; send it again (it will not be duplicated)"}); err != nil {
-				return err
-			}
+		if now.Sub(p.since) >= ackCheck {
+			due = append(due, ext)
 		}
 	}
-	return nil
+	vs.mu.Unlock()
+	for _, ext := range due {
+		var m conv.Message
+		err := vs.c.cfg.Store.Read(vs.ctx, vs.v.TenantID, func(tx storage.Tx) error {
+			var err error
+			m, err = tx.MessageByExternalID(vs.ctx, vs.v.ChannelID, ext)
+			return err
+		})
+		if err == nil {
+			vs.deliver(m)
+			continue
+		}
+		vs.mu.Lock()
+		p, ok := vs.pending[ext]
+		expired := ok && now.Sub(p.since) > vs.c.cfg.AckTimeout
+		if expired {
+			delete(vs.pending, ext)
+		}
+		vs.mu.Unlock()
+		if expired {
+			vs.push(map[string]any{"type": "error", "code": "unavailable", "client_id": p.clientID,
+				"message": "your message was not confirmed in time; send it again (it will not be duplicated)"})
+		}
+	}
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	vs.timer = nil
+	if len(vs.pending) > 0 && vs.ctx.Err() == nil {
+		vs.timer = time.AfterFunc(ackCheck/2, vs.checkPending)
+	}
 }
 
 // resume sends the current conversation's messages after seq, then
 // resumed.
-func (vs *visitorSession) resume(ctx context.Context, after int64) error {
+func (vs *visitorSession) resume(after int64) {
+	ctx := vs.ctx
 	cv, err := vs.c.current(ctx, vs.v)
+	var frames []any
 	if err == nil {
 		for {
 			var msgs []conv.Message
@@ -226,62 +330,32 @@ func (vs *visitorSession) resume(ctx context.Context, after int64) error {
 				break
 			}
 			for _, m := range msgs {
-				if err := vs.conn.Send(ctx, map[string]any{"type": "message", "message": View(m)}); err != nil {
-					return err
-				}
+				frames = append(frames, map[string]any{"type": "message", "message": View(m)})
 				after = m.Seq
 			}
-			if len(msgs) < 200 {
+			if len(msgs) < 200 || len(frames) >= maxQueue-1 {
 				break
 			}
 		}
 	}
 	if err != nil && !errors.Is(err, conv.ErrNotFound) {
-		return vs.conn.Error(ctx, "unavailable", "history is not available right now; retry")
+		vs.push(errorFrame("unavailable", "history is not available right now; retry"))
+		return
 	}
-	return vs.conn.Send(ctx, map[string]string{"type": "resumed"})
+	vs.push(append(frames, map[string]string{"type": "resumed"})...)
 }
 
 // typing tells the agent handling the conversation.
-func (vs *visitorSession) typing(ctx context.Context, typing bool) error {
-	cv, err := vs.c.current(ctx, vs.v)
+func (vs *visitorSession) typing(typing bool) {
+	cv, err := vs.c.current(vs.ctx, vs.v)
 	if err != nil || cv.AssigneeID.IsZero() {
-		return nil
+		return
 	}
-	ev, _ := json.Marshal(map[string]any{"type": "typing", "conversation_id": cv.ID, "typing": typing,
+	ev, _ := jsonMarshal(map[string]any{"type": "typing", "conversation_id": cv.ID, "typing": typing,
 		"sender": conv.Sender{Type: conv.SenderContact, ID: vs.v.ContactID.String()}})
-	b, _ := json.Marshal(inbox.AgentNote{Event: ev})
-	if err := vs.c.cfg.Fanout.Publish(ctx, live.AgentTopic(vs.v.TenantID, cv.AssigneeID), b); err != nil {
-		vs.c.cfg.Logger.WarnContext(ctx, "typing note lost", "err", err)
-	}
-	return nil
-}
-
-func (vs *visitorSession) read(ctx context.Context, out chan<- wsframe.Frame) error {
-	lim := wsframe.Limiter{Rate: visitorRate, Burst: visitorBurst}
-	for {
-		typ, b, err := vs.conn.WS().Read(ctx)
-		if err != nil {
-			return err
-		}
-		if !lim.Allow(time.Now()) {
-			vs.conn.Error(ctx, "rate_limited", "you are sending too fast; slow down")
-			continue
-		}
-		if typ != websocket.MessageText {
-			vs.conn.Error(ctx, "invalid", "frames are JSON text")
-			continue
-		}
-		f, err := wsframe.Decode(b)
-		if err != nil {
-			vs.conn.Error(ctx, "invalid", err.Error())
-			continue
-		}
-		select {
-		case out <- f:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	b, _ := jsonMarshal(inbox.AgentNote{Event: ev})
+	if err := vs.c.cfg.Fanout.Publish(vs.ctx, live.AgentTopic(vs.v.TenantID, cv.AssigneeID), b); err != nil {
+		vs.c.cfg.Logger.WarnContext(vs.ctx, "typing note lost", "err", err)
 	}
 }
 

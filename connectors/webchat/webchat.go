@@ -73,7 +73,8 @@ type Config struct {
 
 // Connector serves the web chat channel.
 type Connector struct {
-	cfg Config
+	cfg    Config
+	router *router
 }
 
 // New returns a Connector.
@@ -90,7 +91,9 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 15 * time.Second
 	}
-	return &Connector{cfg: cfg}, nil
+	c := &Connector{cfg: cfg}
+	c.router = newRouter(c)
+	return c, nil
 }
 
 // ChannelConfig is a webchat channel's non-secret configuration.
@@ -300,6 +303,8 @@ func View(m conv.Message) Message {
 	}
 	return out
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func externalID(v conv.Visitor, clientID string) string {
 	return "visitor:" + v.ID.String() + ":" + clientID

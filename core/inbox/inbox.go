@@ -70,11 +70,14 @@ type AgentNote struct {
 	Status live.Status `json:"status,omitempty"`
 }
 
-// ContactNote is what the fan-out carries on a contact's topic: a new or
-// changed message of one of the contact's conversations, or typing.
+// ContactNote is what the fan-out carries on a tenant's visitors topic
+// (live.VisitorsTopic): a new or changed message of one of a contact's
+// conversations, an agent typing to them, or "presence" (agents came or
+// went: visitor sockets re-check whether anyone is online).
 type ContactNote struct {
-	Type    string        `json:"type"` // "message" or "typing"
-	Message *conv.Message `json:"message,omitempty"`
+	Type      string         `json:"type"` // "message", "typing" or "presence"
+	ContactID conv.ContactID `json:"contact_id,omitempty"`
+	Message   *conv.Message  `json:"message,omitempty"`
 	// ChannelID scopes the note: a visitor socket shows its channel's only.
 	ChannelID conv.ChannelID `json:"channel_id,omitempty"`
 	Typing    bool           `json:"typing,omitempty"`
@@ -166,7 +169,7 @@ func (s *Service) handleTenant(ctx context.Context, tenant conv.TenantID, events
 		}
 		if e.Message != nil && (e.Type == conv.EventMessageCreated || e.Type == conv.EventMessageUpdated) {
 			m := e.Message.Redacted()
-			s.notify(ctx, live.ContactTopic(tenant, sum.ContactID), ContactNote{Type: "message", Message: &m, ChannelID: sum.ChannelID})
+			s.notify(ctx, live.VisitorsTopic(tenant), ContactNote{Type: "message", ContactID: sum.ContactID, Message: &m, ChannelID: sum.ChannelID})
 		}
 	}
 	for _, a := range agentOrder {

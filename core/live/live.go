@@ -97,3 +97,8 @@ func ContactTopic(t conv.TenantID, c conv.ContactID) string {
 	return "t." + t.String() + ".contact." + c.String()
 }
 func TenantTopic(t conv.TenantID) string { return "t." + t.String() + ".tenant" }
+
+// VisitorsTopic carries what a tenant's visitor sockets need (new
+// messages, agent typing, presence changes), each note naming its
+// contact: a node subscribes once per tenant and routes locally.
+func VisitorsTopic(t conv.TenantID) string { return "t." + t.String() + ".visitors" }
