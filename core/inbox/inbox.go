@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/live"
@@ -37,7 +39,34 @@ type Config struct {
 }
 
 // Service routes events to timelines.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg Config
+	// names caches what a conversation's events carry besides its own
+	// state (channel kind and name, contact name), and agents each
+	// tenant's agent list, for a short while: at chat rates most events
+	// then need no store read at all. A rename shows within namesTTL.
+	mu     sync.Mutex
+	names  map[conv.ConversationID]cachedNames
+	agents map[conv.TenantID]cachedAgents
+}
+
+type cachedNames struct {
+	sum storage.ConversationSummary
+	at  time.Time
+}
+
+type cachedAgents struct {
+	list []conv.Agent
+	at   time.Time
+}
+
+// Cache lifetimes.
+const (
+	namesTTL  = time.Minute
+	agentsTTL = 2 * time.Second
+	// maxNames bounds the names cache; past it the cache starts over.
+	maxNames = 100_000
+)
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
@@ -47,7 +76,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, names: map[conv.ConversationID]cachedNames{}, agents: map[conv.TenantID]cachedAgents{}}, nil
 }
 
 // Event is a timeline entry as devices receive it (docs/api.md, EVENT).
@@ -104,35 +133,7 @@ func (s *Service) Handle(ctx context.Context, events []conv.Event) error {
 }
 
 func (s *Service) handleTenant(ctx context.Context, tenant conv.TenantID, events []conv.Event) error {
-	var (
-		agents    []conv.Agent
-		summaries = map[conv.ConversationID]storage.ConversationSummary{}
-	)
-	// Everything the batch needs from the store, read once.
-	err := s.cfg.Store.Read(ctx, tenant, func(tx storage.Tx) error {
-		var err error
-		if agents, err = tx.Agents(ctx); err != nil {
-			return err
-		}
-		for _, e := range events {
-			id := conversationOf(e)
-			if id.IsZero() {
-				continue
-			}
-			if _, ok := summaries[id]; ok {
-				continue
-			}
-			sum, err := tx.ConversationSummary(ctx, 0, id)
-			if errors.Is(err, conv.ErrNotFound) {
-				continue // deleted since: nobody to tell
-			}
-			if err != nil {
-				return err
-			}
-			summaries[id] = sum
-		}
-		return nil
-	})
+	summaries, agents, err := s.load(ctx, tenant, events)
 	if err != nil {
 		return fmt.Errorf("inbox: tenant %s: %w", tenant, err)
 	}
@@ -176,6 +177,76 @@ func (s *Service) handleTenant(ctx context.Context, tenant conv.TenantID, events
 		s.notify(ctx, live.AgentTopic(tenant, a), AgentNote{Cursor: heads[a]})
 	}
 	return nil
+}
+
+// load returns, for the batch, each conversation's summary and the
+// tenant's agents. An event that carries its conversation and whose names
+// are cached needs no read; the rest are read in one read transaction.
+// Events without their conversation (message.updated) always read it:
+// routing needs the current assignee.
+func (s *Service) load(ctx context.Context, tenant conv.TenantID, events []conv.Event) (map[conv.ConversationID]storage.ConversationSummary, []conv.Agent, error) {
+	now := time.Now()
+	summaries := map[conv.ConversationID]storage.ConversationSummary{}
+	var need []conv.ConversationID
+	s.mu.Lock()
+	ca, haveAgents := s.agents[tenant]
+	haveAgents = haveAgents && now.Sub(ca.at) < agentsTTL
+	for _, e := range events {
+		id := conversationOf(e)
+		if id.IsZero() {
+			continue
+		}
+		if _, done := summaries[id]; done || slices.Contains(need, id) {
+			continue
+		}
+		if cn, ok := s.names[id]; ok && e.Conversation != nil && now.Sub(cn.at) < namesTTL {
+			summaries[id] = cn.sum
+			continue
+		}
+		need = append(need, id)
+	}
+	s.mu.Unlock()
+	if len(need) == 0 && haveAgents {
+		return summaries, ca.list, nil
+	}
+	err := s.cfg.Store.Read(ctx, tenant, func(tx storage.Tx) error {
+		if !haveAgents {
+			list, err := tx.Agents(ctx)
+			if err != nil {
+				return err
+			}
+			ca = cachedAgents{list: list, at: now}
+		}
+		for _, id := range need {
+			sum, err := tx.ConversationSummary(ctx, 0, id)
+			if errors.Is(err, conv.ErrNotFound) {
+				continue // deleted since: nobody to tell
+			}
+			if err != nil {
+				return err
+			}
+			summaries[id] = sum
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.agents[tenant] = ca
+	if len(s.names) > maxNames {
+		clear(s.names)
+	}
+	for _, id := range need {
+		if sum, ok := summaries[id]; ok {
+			// Only the names are worth keeping: state comes with each
+			// event, and a stale last message must not travel.
+			sum.Last = nil
+			s.names[id] = cachedNames{sum: sum, at: now}
+		}
+	}
+	return summaries, ca.list, nil
 }
 
 // notify publishes a fan-out note. A lost note costs latency only (devices
