@@ -34,7 +34,21 @@ const (
 // a writer goroutine exists only while the queue is not empty.
 func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	v, ch, cfg, err := c.visitor(ctx, bearerOrQuery(r))
+	var (
+		v      conv.Visitor
+		ch     conv.Channel
+		cfg    ChannelConfig
+		err    error
+		online bool
+	)
+	// The lookups run on a goroutine of their own: SQLite's call chains
+	// are deep, and this goroutine lives as long as the socket — its
+	// stack should stay the small one an idle read needs.
+	onOwnStack(func() {
+		if v, ch, cfg, err = c.visitor(ctx, bearerOrQuery(r)); err == nil {
+			online = c.agentsOnline(ctx, ch)
+		}
+	})
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -43,7 +57,6 @@ func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	online := c.agentsOnline(ctx, ch)
 	// The channel's allowlist was checked above; the library's own
 	// same-host check would refuse every embedding site.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
@@ -55,8 +68,7 @@ func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	vs := &visitorSession{c: c, v: v, ch: ch, conn: wsframe.New(ws), ctx: ctx, cancel: cancel,
-		pending: map[string]pendingSend{}, online: online}
+	vs := &visitorSession{c: c, v: v, ch: ch, conn: wsframe.New(ws), ctx: ctx, cancel: cancel, online: online}
 	err = vs.run()
 	switch {
 	case websocket.CloseStatus(err) != -1 || errors.Is(err, context.Canceled):
@@ -67,6 +79,16 @@ func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 		c.cfg.Logger.WarnContext(ctx, "visitor socket ended", "visitor", v.ID, "err", err)
 		ws.Close(websocket.StatusInternalError, "server error")
 	}
+}
+
+// onOwnStack runs fn on a fresh goroutine and waits for it.
+func onOwnStack(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	<-done
 }
 
 type pendingSend struct {
@@ -182,7 +204,11 @@ func (vs *visitorSession) write() {
 func (vs *visitorSession) frame(f wsframe.Frame) {
 	switch f.Type {
 	case "send":
-		ext, err := vs.c.send(vs.ctx, vs.v, f.ClientID, f.Text, f.Parts)
+		var (
+			ext string
+			err error
+		)
+		onOwnStack(func() { ext, err = vs.c.send(vs.ctx, vs.v, f.ClientID, f.Text, f.Parts) })
 		if errors.Is(err, conv.ErrInvalid) {
 			vs.push(errorFrame("invalid", userMessage(err)))
 			return
@@ -193,6 +219,9 @@ func (vs *visitorSession) frame(f wsframe.Frame) {
 			return
 		}
 		vs.mu.Lock()
+		if vs.pending == nil {
+			vs.pending = map[string]pendingSend{}
+		}
 		if _, dup := vs.pending[ext]; !dup {
 			vs.pending[ext] = pendingSend{clientID: f.ClientID, since: vs.c.cfg.Now()}
 		}
@@ -201,9 +230,9 @@ func (vs *visitorSession) frame(f wsframe.Frame) {
 		}
 		vs.mu.Unlock()
 	case "resume":
-		vs.resume(f.AfterSeq)
+		onOwnStack(func() { vs.resume(f.AfterSeq) })
 	case "typing":
-		vs.typing(f.Typing)
+		onOwnStack(func() { vs.typing(f.Typing) })
 	case "ping":
 		vs.push(map[string]string{"type": "pong"})
 	default:
