@@ -20,6 +20,10 @@ import (
 // timelinePage is how many timeline entries one read sends.
 const timelinePage = 200
 
+// catchUpEvery is how often a console socket reads its timeline without
+// being nudged.
+const catchUpEvery = 2 * time.Second
+
 func publishJSON(ctx context.Context, f live.Fanout, topic string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -128,6 +132,8 @@ func (as *agentSession) run(ctx context.Context) error {
 
 	refresh := time.NewTicker(as.c.PresenceTTL / 3)
 	defer refresh.Stop()
+	catchUp := time.NewTicker(catchUpEvery)
+	defer catchUp.Stop()
 	var (
 		resumed bool
 		sent    int64
@@ -209,6 +215,15 @@ func (as *agentSession) run(ctx context.Context) error {
 			}
 			if err := as.c.Presence.Set(ctx, t, a, as.session, as.status, as.c.PresenceTTL); err != nil {
 				as.s.cfg.Logger.WarnContext(ctx, "presence refresh", "agent", a, "err", err)
+			}
+		case <-catchUp.C:
+			// Fan-out nudges can be lost (a full buffer, a Redis
+			// reconnect); the timeline cannot. A socket that missed the
+			// last nudge still delivers within a tick.
+			if resumed {
+				if err := as.catchUp(ctx, &sent); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -35,12 +35,15 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var c config
 	fs := newFlags("bench chat", &c, stderr)
 	idle := fs.Int("idle", 10000, "idle visitor sockets to hold open (memory measurement)")
-	visitors := fs.Int("visitors", 200, "visitors sending messages")
+	visitors := fs.Int("visitors", 0, "visitors sending messages (default: rate/4, so each stays well under the 10 frames/s flood limit)")
 	agents := fs.Int("agents", 4, "agents, one console socket each")
 	messages := fs.Int("messages", 20000, "messages visitors send in total")
 	rate := fs.Int("rate", 2000, "messages offered per second (open loop)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *visitors <= 0 {
+		*visitors = max(1, *rate/4)
 	}
 	dir, err := os.MkdirTemp("", "switchboard-benchchat-")
 	if err != nil {
@@ -279,16 +282,24 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stderr, "bench chat: %d agents online; opening %d active visitors\n", *agents, *visitors)
 	active := make([]*websocket.Conn, *visitors)
+	var visitorErrors, rateLimited atomic.Int64
 	var writeMu = make([]sync.Mutex, *visitors)
 	for i := range active {
 		if active[i], err = visitor(); err != nil {
 			return err
 		}
 		defer active[i].CloseNow()
-		go func(conn *websocket.Conn) { // drain acks and echoes
+		go func(conn *websocket.Conn) { // drain acks and echoes, count errors
 			for {
-				if _, _, err := conn.Read(agentCtx); err != nil {
+				_, b, err := conn.Read(agentCtx)
+				if err != nil {
 					return
+				}
+				if bytes.Contains(b, []byte(`"type":"error"`)) {
+					visitorErrors.Add(1)
+					if bytes.Contains(b, []byte(`rate_limited`)) {
+						rateLimited.Add(1)
+					}
 				}
 			}
 		}(active[i])
@@ -353,7 +364,8 @@ wait:
 				return fmt.Errorf("bench chat: send: %w", err)
 			}
 		case <-timeout:
-			return fmt.Errorf("bench chat: only %d of %d messages reached an agent", delivered.Load(), *messages)
+			return fmt.Errorf("bench chat: only %d of %d messages reached an agent (%d error frames to visitors, %d of them rate_limited)",
+				delivered.Load(), *messages, visitorErrors.Load(), rateLimited.Load())
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -386,6 +398,7 @@ wait:
 		"visitors":                *visitors,
 		"messages":                *messages,
 		"offered_rate":            *rate,
+		"visitor_error_frames":    visitorErrors.Load(),
 		"seconds":                 elapsed.Seconds(),
 		"messages_per_sec":        int(float64(*messages) / elapsed.Seconds()),
 		"latency_p50":             q(0.50),

@@ -3,7 +3,10 @@
 // For each envelope, in one transaction: dedup on (channel, external id);
 // resolve or create the contact by identity; reuse the open conversation
 // for (channel, contact) or open one; append the message with the next
-// gapless seq. After the commit it publishes conversation.opened (when it
+// gapless seq. That is storage.Ingest: stores whose transactions have the
+// storage.BatchIngester capability (Postgres) do a whole batch in a few
+// round trips, the others (SQLite) go through the Tx methods one envelope
+// at a time. After the commit it publishes conversation.opened (when it
 // opened one) and message.created. A redelivered envelope finds its stored
 // row and publishes the same events again, so consumers see every event at
 // least once and the store holds every message exactly once.
@@ -13,8 +16,11 @@
 // which takes everything waiting (up to MaxBatch), groups it by tenant and
 // commits each group in one transaction, so throughput is bounded by
 // commits per second times batch size rather than by one fsync per
-// message. If a batch fails, its envelopes are retried one per
-// transaction so that one bad envelope cannot fail its neighbours.
+// message. A transaction that lost a race to another writer (ErrConflict:
+// the same envelope redelivered to another writer, which committed first)
+// runs again and finds the other's rows. If a batch still fails, its
+// envelopes are retried one per transaction so that one bad envelope
+// cannot fail its neighbours.
 //
 // Lifecycle: Run(ctx) runs the writers until ctx ends; Accept calls made
 // after that fail with conv.ErrUnavailable. Events are published by the

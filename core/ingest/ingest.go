@@ -288,86 +288,44 @@ func responseOf(res []Result, err error) response {
 	return response{res: res[0]}
 }
 
+// conflictRetries is how many more times store runs a transaction that
+// failed with conv.ErrConflict. Such a conflict is a race lost to another
+// writer that has committed by the time Postgres reports it (the same
+// envelope redelivered to another writer, typically): the next attempt
+// finds its row and answers a duplicate.
+const conflictRetries = 2
+
+// store ingests reqs in one transaction of tenant. The ids of what an
+// envelope may create are chosen once, so a retried transaction reuses them.
 func (s *Service) store(ctx context.Context, tenant conv.TenantID, reqs []request) ([]Result, error) {
-	var results []Result
-	err := s.cfg.Store.Tx(ctx, tenant, func(tx storage.Tx) error {
-		results = results[:0]
-		for _, r := range reqs {
-			res, err := s.apply(ctx, tx, r.in)
-			if err != nil {
-				return err
-			}
-			results = append(results, res)
-		}
-		return nil
-	})
-	return results, err
-}
-
-// apply ingests one envelope inside tx.
-func (s *Service) apply(ctx context.Context, tx storage.Tx, in conv.Inbound) (Result, error) {
-	op := fmt.Sprintf("ingest %s/%s", in.ChannelID, in.ExternalID)
-	ch, err := tx.Channel(ctx, in.ChannelID)
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: channel %s of tenant %s: %w", op, in.ChannelID, in.TenantID, err)
-	}
-	if prev, err := tx.MessageByExternalID(ctx, ch.ID, in.ExternalID); err == nil {
-		c, err := tx.Conversation(ctx, prev.ConversationID)
-		if err != nil {
-			return Result{}, fmt.Errorf("%s: conversation of duplicate: %w", op, err)
-		}
-		return Result{Message: prev, Conversation: c, Duplicate: true, Opened: prev.Seq == 1}, nil
-	} else if !errors.Is(err, conv.ErrNotFound) {
-		return Result{}, fmt.Errorf("%s: dedup: %w", op, err)
-	}
-
-	contact, _, err := tx.EnsureContact(ctx, in.From, in.FromName)
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: contact: %w", op, err)
-	}
-	now := s.cfg.Now().UTC()
-	c, opened, err := tx.OpenConversation(ctx, ch.ID, contact.ID, conv.Conversation{
-		ID:        conv.NewID[conv.ConversationID](s.cfg.IDs),
-		Scene:     in.Scene,
-		GroupID:   ch.GroupID,
-		CreatedAt: now,
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: conversation: %w", op, err)
-	}
-	if in.ReplyWindow > 0 && !in.System {
-		sent := in.SentAt
-		if sent.IsZero() || sent.After(now) {
-			sent = now
-		}
-		deadline := sent.Add(in.ReplyWindow).UTC()
-		if c.ReplyDeadline == nil || deadline.After(*c.ReplyDeadline) {
-			c.ReplyDeadline = &deadline
-			if err := tx.UpdateConversation(ctx, c); err != nil {
-				return Result{}, fmt.Errorf("%s: reply window: %w", op, err)
-			}
+	items := make([]storage.IngestItem, len(reqs))
+	for i, r := range reqs {
+		items[i] = storage.IngestItem{
+			In:             r.in,
+			ConversationID: conv.NewID[conv.ConversationID](s.cfg.IDs),
+			MessageID:      conv.NewID[conv.MessageID](s.cfg.IDs),
+			Now:            s.cfg.Now(),
 		}
 	}
-	sender := conv.Sender{Type: conv.SenderContact, ID: contact.ID.String(), Name: contact.Name}
-	if in.System {
-		sender = conv.Sender{Type: conv.SenderSystem}
+	var outcomes []storage.IngestOutcome
+	ingest := func(tx storage.Tx) error {
+		var err error
+		outcomes, err = storage.Ingest(ctx, tx, items)
+		return err
 	}
-	m, err := tx.AppendMessage(ctx, conv.Message{
-		ID:             conv.NewID[conv.MessageID](s.cfg.IDs),
-		TenantID:       in.TenantID,
-		ConversationID: c.ID,
-		ChannelID:      ch.ID,
-		Direction:      conv.In,
-		Sender:         sender,
-		Parts:          in.Parts,
-		ExternalID:     in.ExternalID,
-		Status:         conv.MsgReceived,
-		CreatedAt:      now,
-	})
+	err := s.cfg.Store.Tx(ctx, tenant, ingest)
+	for range conflictRetries {
+		if !errors.Is(err, conv.ErrConflict) {
+			break
+		}
+		err = s.cfg.Store.Tx(ctx, tenant, ingest)
+	}
 	if err != nil {
-		return Result{}, fmt.Errorf("%s: append: %w", op, err)
+		return nil, err
 	}
-	c.LastSeq = m.Seq
-	c.UpdatedAt = now
-	return Result{Message: m, Conversation: c, Opened: opened}, nil
+	results := make([]Result, len(outcomes))
+	for i, o := range outcomes {
+		results[i] = Result{Message: o.Message, Conversation: o.Conversation, Duplicate: o.Duplicate, Opened: o.Opened}
+	}
+	return results, nil
 }

@@ -33,6 +33,15 @@
 // EnsureContact and OpenConversation settle on unique indexes with ON
 // CONFLICT DO NOTHING and read the winner's row.
 //
+// Ingest: Tx.IngestBatch (storage.BatchIngester) stores a batch of inbound
+// envelopes with one call per envelope of the SQL function ingest_envelope
+// (0003_ingest.sql), all pipelined in one round trip. The function is
+// SECURITY INVOKER, so RLS applies inside it as everywhere else; it takes
+// the next seq in an upsert on conversations_one_open, whose row lock
+// serializes appends like AppendMessage's UPDATE. Batches are applied in
+// storage.IngestOrder so that concurrent writers lock shared rows in one
+// order.
+//
 // Errors: unique violations are conv.ErrConflict, missing rows and foreign
 // keys naming nothing of the tenant's are conv.ErrNotFound, connection
 // failures are conv.ErrUnavailable. Store.Tx runs fn again on serialization

@@ -40,6 +40,8 @@ func kindOf(err error) error {
 			return conv.ErrConflict
 		case pgErr.Code == "23503": // foreign_key_violation: what it names does not exist for this tenant
 			return conv.ErrNotFound
+		case pgErr.Code == "P0002": // no_data_found: raised by ingest_envelope for an unknown channel
+			return conv.ErrNotFound
 		case retryable(err):
 			return conv.ErrUnavailable
 		case strings.HasPrefix(pgErr.Code, "22"), pgErr.Code == "23502", pgErr.Code == "23514":

@@ -75,7 +75,30 @@ func Run(t *testing.T, h Harness) {
 		{"Visitors", testVisitors},
 		{"ConsoleIsolation", testConsoleIsolation},
 	}
-	for _, tc := range tests {
+	for _, tc := range append(tests, ingestTests...) {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
+	}
+}
+
+// ingestTests pin storage.Ingest; Run runs them with the rest.
+var ingestTests = []struct {
+	name string
+	fn   func(*testing.T, Harness)
+}{
+	{"Ingest", testIngest},
+	{"IngestReplyWindow", testIngestReplyWindow},
+	{"IngestErrors", testIngestErrors},
+	{"IngestConcurrentBatches", testIngestConcurrentBatches},
+}
+
+// RunIngest runs only the storage.Ingest tests: for a store that wants
+// them against another path too (Postgres with its BatchIngester hidden,
+// so that storage.IngestEach answers to the same expectations).
+func RunIngest(t *testing.T, h Harness) {
+	if h.New == nil {
+		t.Fatal("storagetest.Harness needs New")
+	}
+	for _, tc := range ingestTests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
 }

@@ -1,0 +1,194 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/switchboard-hq/switchboard/core/conv"
+)
+
+// IngestItem is one inbound envelope to store, with what the caller chose
+// for the records it may create.
+type IngestItem struct {
+	In conv.Inbound
+	// ConversationID is the id of the conversation the envelope opens, if
+	// it opens one; MessageID is the id of its message, if it is new.
+	ConversationID conv.ConversationID
+	MessageID      conv.MessageID
+	// Now stamps what the envelope creates and is the reply window's
+	// clock. Stores keep it to the microsecond, and outcomes carry it so,
+	// equal to what a later read returns.
+	Now time.Time
+}
+
+// IngestOutcome is what storing one envelope did.
+type IngestOutcome struct {
+	// Message is the stored message; Conversation its conversation after
+	// the append (LastSeq is the message's seq).
+	Message      conv.Message
+	Conversation conv.Conversation
+	// Duplicate: the envelope was stored before (same channel and external
+	// id); nothing was written now, and Message and Conversation are as
+	// stored.
+	Duplicate bool
+	// Opened: this envelope opened the conversation (also on a duplicate
+	// of the envelope that did, whose seq is 1).
+	Opened bool
+}
+
+// BatchIngester is an optional capability of a Tx: storing many envelopes
+// in a few round trips rather than the eight or so statements per envelope
+// of IngestEach. Ingest uses it when the Tx has it.
+//
+// Outcomes and effects must equal IngestEach's for the same items, applied
+// in IngestOrder. An error means the transaction must roll back; it names
+// the envelope that failed and wraps the same conv error kind IngestEach
+// would return for it, so a caller can retry the envelopes one by one to
+// isolate it.
+type BatchIngester interface {
+	IngestBatch(ctx context.Context, items []IngestItem) ([]IngestOutcome, error)
+}
+
+// Ingest stores items in tx and returns their outcomes in the order given
+// (applying them in IngestOrder): through tx's IngestBatch when tx is a
+// BatchIngester, else IngestEach.
+func Ingest(ctx context.Context, tx Tx, items []IngestItem) ([]IngestOutcome, error) {
+	if b, ok := tx.(BatchIngester); ok {
+		return b.IngestBatch(ctx, items)
+	}
+	return IngestEach(ctx, tx, items)
+}
+
+// IngestOrder is the order in which a batch is applied: by channel and
+// sender identity, each sender's envelopes in the order given. Concurrent
+// transactions then lock the contacts and conversations they share in the
+// same order and do not deadlock on each other, as two batches naming two
+// senders in opposite orders would (the store retries what deadlock
+// remains, such as two identities of one merged contact). It returns
+// indexes into items.
+func IngestOrder(items []IngestItem) []int {
+	order := make([]int, len(items))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		x, y := items[a].In, items[b].In
+		return cmp.Or(cmp.Compare(x.ChannelID, y.ChannelID), cmp.Compare(x.From.Kind, y.From.Kind),
+			cmp.Compare(x.From.ExternalID, y.From.ExternalID))
+	})
+	return order
+}
+
+// IngestEach stores items one after another, in IngestOrder, through Tx's
+// methods. It is the reference semantics every BatchIngester reproduces.
+// For each envelope: dedup on (channel, external id), returning the stored message
+// and its conversation; resolve or create the contact by identity (named
+// FromName); reuse the open conversation of (channel, contact) or open one
+// (ConversationID, Scene, the channel's group, Now); push the reply
+// deadline to SentAt (Now when zero or later) plus ReplyWindow unless the
+// envelope is a system event or the deadline is already later; append the
+// message (MessageID, received, sender the contact or the system) with the
+// next seq. An envelope of another tenant than tx's is ErrInvalid. The
+// first failure ends the batch with an error naming its envelope.
+func IngestEach(ctx context.Context, tx Tx, items []IngestItem) ([]IngestOutcome, error) {
+	out := make([]IngestOutcome, len(items))
+	channels := make(map[conv.ChannelID]conv.Channel)
+	for _, i := range IngestOrder(items) {
+		o, err := ingestOne(ctx, tx, items[i], channels)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = o
+	}
+	return out, nil
+}
+
+// ReplyDeadline is the reply deadline an envelope asks for, at the
+// precision stores keep, or nil when it asks for none (no window, or a
+// system event). now is the item's Now.
+func ReplyDeadline(in conv.Inbound, now time.Time) *time.Time {
+	if in.ReplyWindow <= 0 || in.System {
+		return nil
+	}
+	sent := in.SentAt
+	if sent.IsZero() || sent.After(now) {
+		sent = now
+	}
+	d := sent.Add(in.ReplyWindow).UTC().Truncate(time.Microsecond)
+	return &d
+}
+
+// ingestOne stores one envelope; channels caches the batch's channels,
+// which cannot change under the transaction's writes.
+func ingestOne(ctx context.Context, tx Tx, it IngestItem, channels map[conv.ChannelID]conv.Channel) (IngestOutcome, error) {
+	in := it.In
+	op := fmt.Sprintf("ingest %s/%s", in.ChannelID, in.ExternalID)
+	if in.TenantID != tx.Tenant() {
+		return IngestOutcome{}, fmt.Errorf("%s: %w: envelope of tenant %s in a transaction of tenant %s",
+			op, conv.ErrInvalid, in.TenantID, tx.Tenant())
+	}
+	ch, ok := channels[in.ChannelID]
+	if !ok {
+		var err error
+		if ch, err = tx.Channel(ctx, in.ChannelID); err != nil {
+			return IngestOutcome{}, fmt.Errorf("%s: channel %s of tenant %s: %w", op, in.ChannelID, tx.Tenant(), err)
+		}
+		channels[in.ChannelID] = ch
+	}
+	if prev, err := tx.MessageByExternalID(ctx, ch.ID, in.ExternalID); err == nil {
+		c, err := tx.Conversation(ctx, prev.ConversationID)
+		if err != nil {
+			return IngestOutcome{}, fmt.Errorf("%s: conversation of duplicate: %w", op, err)
+		}
+		return IngestOutcome{Message: prev, Conversation: c, Duplicate: true, Opened: prev.Seq == 1}, nil
+	} else if !errors.Is(err, conv.ErrNotFound) {
+		return IngestOutcome{}, fmt.Errorf("%s: dedup: %w", op, err)
+	}
+
+	contact, _, err := tx.EnsureContact(ctx, in.From, in.FromName)
+	if err != nil {
+		return IngestOutcome{}, fmt.Errorf("%s: contact: %w", op, err)
+	}
+	now := it.Now.UTC().Truncate(time.Microsecond)
+	c, opened, err := tx.OpenConversation(ctx, ch.ID, contact.ID, conv.Conversation{
+		ID:        it.ConversationID,
+		Scene:     in.Scene,
+		GroupID:   ch.GroupID,
+		CreatedAt: now,
+	})
+	if err != nil {
+		return IngestOutcome{}, fmt.Errorf("%s: conversation: %w", op, err)
+	}
+	if d := ReplyDeadline(in, now); d != nil && (c.ReplyDeadline == nil || d.After(*c.ReplyDeadline)) {
+		c.ReplyDeadline = d
+		if err := tx.UpdateConversation(ctx, c); err != nil {
+			return IngestOutcome{}, fmt.Errorf("%s: reply window: %w", op, err)
+		}
+	}
+	sender := conv.Sender{Type: conv.SenderContact, ID: contact.ID.String(), Name: contact.Name}
+	if in.System {
+		sender = conv.Sender{Type: conv.SenderSystem}
+	}
+	m, err := tx.AppendMessage(ctx, conv.Message{
+		ID:             it.MessageID,
+		TenantID:       tx.Tenant(),
+		ConversationID: c.ID,
+		ChannelID:      ch.ID,
+		Direction:      conv.In,
+		Sender:         sender,
+		Parts:          in.Parts,
+		ExternalID:     in.ExternalID,
+		Status:         conv.MsgReceived,
+		CreatedAt:      now,
+	})
+	if err != nil {
+		return IngestOutcome{}, fmt.Errorf("%s: append: %w", op, err)
+	}
+	c.LastSeq = m.Seq
+	c.UpdatedAt = now
+	return IngestOutcome{Message: m, Conversation: c, Opened: opened}, nil
+}
