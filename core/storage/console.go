@@ -64,6 +64,12 @@ type ConsoleTx interface {
 	UpdateVisitorContact(ctx context.Context, id conv.VisitorID, contact conv.ContactID) error
 }
 
+// ActivityGranularity is how far a conversation's UpdatedAt may lag its
+// newest message: a store may move it at most this often while messages
+// keep arriving, because the console's list indexes include it and
+// rewriting it on every append made appends several times slower.
+const ActivityGranularity = time.Second
+
 // AssigneeFilter selects conversations by assignee.
 type AssigneeFilter int
 
