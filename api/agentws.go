@@ -100,6 +100,10 @@ type agentSession struct {
 }
 
 func (as *agentSession) run(ctx context.Context) error {
+	// The reader keeps the request's context: cancelling a websocket
+	// Read closes the connection, and the caller still has a close frame
+	// (4401) to send once run returns.
+	readCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t, a := as.agent.TenantID, as.agent.ID
@@ -128,7 +132,7 @@ func (as *agentSession) run(ctx context.Context) error {
 
 	frames := make(chan wsframe.Frame)
 	readErr := make(chan error, 1)
-	go func() { readErr <- as.read(ctx, frames) }()
+	go func() { readErr <- as.read(readCtx, frames) }()
 
 	refresh := time.NewTicker(as.c.PresenceTTL / 3)
 	defer refresh.Stop()
