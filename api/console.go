@@ -76,6 +76,20 @@ func (s *Server) routeConsole() {
 	s.mux.HandleFunc("GET /v1/agent/ws", s.agentSocket)
 }
 
+// conversationRequest reads a conversation's {id} and the JSON body into
+// req, writing the error and reporting false when either is bad.
+func conversationRequest(s *Server, w http.ResponseWriter, r *http.Request, req any) (conv.ConversationID, bool) {
+	id, err := pathID[conv.ConversationID](r, "conversation")
+	if err == nil {
+		err = readJSON(w, r, req)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return 0, false
+	}
+	return id, true
+}
+
 // pathID parses the {id} path value; a malformed id is simply not found.
 func pathID[T ~int64](r *http.Request, what string) (T, error) {
 	raw := r.PathValue("id")
@@ -328,14 +342,9 @@ type postMessageRequest struct {
 const MaxText = 8000
 
 func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess session) {
-	id, err := pathID[conv.ConversationID](r, "conversation")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req postMessageRequest
-	if err := readJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
+	id, ok := conversationRequest(s, w, r, &req)
+	if !ok {
 		return
 	}
 	if req.Text == "" {
@@ -364,14 +373,9 @@ type readRequest struct {
 }
 
 func (s *Server) markRead(w http.ResponseWriter, r *http.Request, sess session) {
-	id, err := pathID[conv.ConversationID](r, "conversation")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req readRequest
-	if err := readJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
+	id, ok := conversationRequest(s, w, r, &req)
+	if !ok {
 		return
 	}
 	if req.Seq < 0 {
@@ -380,7 +384,7 @@ func (s *Server) markRead(w http.ResponseWriter, r *http.Request, sess session) 
 	}
 	ctx := r.Context()
 	var sum storage.ConversationSummary
-	err = s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+	err := s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
 		c, err := tx.Conversation(ctx, id)
 		if err != nil {
 			return err
@@ -411,14 +415,9 @@ type assignRequest struct {
 }
 
 func (s *Server) assign(w http.ResponseWriter, r *http.Request, sess session) {
-	id, err := pathID[conv.ConversationID](r, "conversation")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req assignRequest
-	if err := readJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
+	id, ok := conversationRequest(s, w, r, &req)
+	if !ok {
 		return
 	}
 	var to conv.AgentID
@@ -435,7 +434,7 @@ func (s *Server) assign(w http.ResponseWriter, r *http.Request, sess session) {
 		got  conv.Conversation
 		from conv.AgentID
 	)
-	err = s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
+	err := s.cfg.Console.Store.Tx(ctx, sess.agent.TenantID, func(tx storage.Tx) error {
 		c, err := tx.Conversation(ctx, id)
 		if err != nil {
 			return err
@@ -521,14 +520,9 @@ type typingRequest struct {
 }
 
 func (s *Server) typing(w http.ResponseWriter, r *http.Request, sess session) {
-	id, err := pathID[conv.ConversationID](r, "conversation")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req typingRequest
-	if err := readJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
+	id, ok := conversationRequest(s, w, r, &req)
+	if !ok {
 		return
 	}
 	if err := s.agentTyping(r.Context(), sess.agent, id, req.Typing); err != nil {
