@@ -76,9 +76,13 @@ func outboundHandler(send func(context.Context, conv.Outbound) error) message.No
 	}
 }
 
-// eventsHandler decodes an events message for a consumer.
-func eventsHandler(handle func(context.Context, []conv.Event) error) message.NoPublishHandlerFunc {
+// eventsHandler decodes an events message for a consumer. With types, a
+// message whose metadata lists none of them is acknowledged undecoded.
+func eventsHandler(handle func(context.Context, []conv.Event) error, types ...conv.EventType) message.NoPublishHandlerFunc {
 	return func(m *message.Message) error {
+		if len(types) > 0 && !hub.EventsOf(m, types...) {
+			return nil
+		}
 		evs, err := hub.DecodeEvents(m)
 		if err != nil {
 			return err

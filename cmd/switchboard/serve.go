@@ -215,7 +215,7 @@ func (n *node) addHandlers() error {
 		{"ingest", hub.TopicInbound, "core-ingest", hub.InboundHandler(n.ingest)},
 		{"delivery", hub.TopicDelivery, "core-delivery", hub.DeliveryHandler(n.outbound)},
 		{"inbox", hub.TopicEvents, "core-inbox", eventsHandler(n.inbox.Handle)},
-		{"dispatch", hub.TopicEvents, "core-dispatch", eventsHandler(n.dispatch.Handle)},
+		{"dispatch", hub.TopicEvents, "core-dispatch", eventsHandler(n.dispatch.Handle, dispatch.Triggers...)},
 		{"webchat", hub.OutboundTopic(conv.KindWebchat), "connector-webchat", outboundHandler(n.webchat.Outbound)},
 	} {
 		sub, err := n.bus.Subscriber(h.group)

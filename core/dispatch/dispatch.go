@@ -85,14 +85,16 @@ func (d *Dispatcher) lock(t conv.TenantID) func() {
 	return l.Unlock
 }
 
-// Handle drains the queue of every tenant whose events may have made work
-// assignable: a conversation opened, left its agent, or was resolved.
+// Triggers are the event types that may make queued work assignable: a
+// conversation opened, left its agent, or was resolved. Handle ignores the
+// rest, so a consumer may skip messages holding none of these.
+var Triggers = []conv.EventType{conv.EventConversationOpened, conv.EventConversationAssigned, conv.EventConversationUpdated}
+
+// Handle drains the queue of every tenant with an event among Triggers.
 func (d *Dispatcher) Handle(ctx context.Context, events []conv.Event) error {
 	var tenants []conv.TenantID
 	for _, e := range events {
-		switch e.Type {
-		case conv.EventConversationOpened, conv.EventConversationAssigned, conv.EventConversationUpdated:
-		default:
+		if !slices.Contains(Triggers, e.Type) {
 			continue
 		}
 		if !slices.Contains(tenants, e.TenantID) {
