@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -21,18 +22,45 @@ type DeliveryApplier interface {
 }
 
 // InboundHandler stores envelopes from the inbound topic. It returns nil
-// (ack) only once the message is stored and its events are published.
-func InboundHandler(in Ingester) message.NoPublishHandlerFunc {
+// (ack) only once every envelope of the message is stored and its events
+// are published. The envelopes of a batch are accepted concurrently, so
+// ingest commits them together. A transient failure of any redelivers the
+// whole batch (ingest dedups what was stored); an envelope that fails
+// permanently is published again on its own through pub, so it alone
+// reaches the poison queue, with its reason.
+func InboundHandler(in Ingester, pub *Publisher) message.NoPublishHandlerFunc {
 	return func(m *message.Message) error {
-		var env conv.Inbound
-		if err := Decode(m, &env); err != nil {
+		envs, err := DecodeInbound(m)
+		if err != nil {
 			return err
 		}
-		if t := m.Metadata.Get(MetaTenant); t != "" && t != env.TenantID.String() {
-			return fmt.Errorf("hub: %w: metadata tenant %s differs from envelope tenant %s", conv.ErrInvalid, t, env.TenantID)
+		ctx := Context(m)
+		if len(envs) == 1 {
+			_, err := in.Accept(ctx, envs[0])
+			return err
 		}
-		_, err := in.Accept(Context(m), env)
-		return err
+		errs := make([]error, len(envs))
+		var wg sync.WaitGroup
+		for i, env := range envs {
+			wg.Go(func() { _, errs[i] = in.Accept(ctx, env) })
+		}
+		wg.Wait()
+		var failed []conv.Inbound
+		for i, err := range errs {
+			switch {
+			case err == nil:
+			case conv.Permanent(err):
+				failed = append(failed, envs[i])
+			default:
+				return fmt.Errorf("hub: batch of %d envelopes (%s): %w", len(envs), describe(envs), err)
+			}
+		}
+		for _, env := range failed {
+			if err := pub.PublishAlone(ctx, env); err != nil {
+				return fmt.Errorf("hub: requeue %s/%s on its own: %w", env.ChannelID, env.ExternalID, err)
+			}
+		}
+		return nil
 	}
 }
 

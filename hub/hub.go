@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
 	jsonv2 "github.com/go-json-experiment/json"
@@ -59,7 +60,8 @@ func Correlation(ctx context.Context) string {
 // Publisher encodes and publishes hub messages. It implements the publisher
 // interfaces core declares (ingest.Publisher, outbound.Publisher).
 type Publisher struct {
-	pub message.Publisher
+	pub   message.Publisher
+	group atomic.Pointer[grouper]
 }
 
 // NewPublisher wraps a watermill publisher.
@@ -95,17 +97,6 @@ func key(parts ...string) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// PublishInbound puts a connector's envelope on the bus. It returns once the
-// bus has durably accepted it: only then may the connector acknowledge the
-// channel.
-func (p *Publisher) PublishInbound(ctx context.Context, in conv.Inbound) error {
-	m, err := p.encode(ctx, "in-"+key(in.ChannelID.String(), in.ExternalID), in.TenantID, "inbound", in)
-	if err != nil {
-		return err
-	}
-	return p.pub.Publish(TopicInbound, m)
 }
 
 // EventBatch is the payload of a message on the events topic: the events

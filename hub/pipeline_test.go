@@ -76,7 +76,7 @@ func (e *env) startIngest(writers int) *consumer {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	r.AddConsumerHandler("ingest", hub.TopicInbound, sub, hub.InboundHandler(svc))
+	r.AddConsumerHandler("ingest", hub.TopicInbound, sub, hub.InboundHandler(svc, e.pub))
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &consumer{cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup

@@ -212,7 +212,7 @@ func (n *node) addHandlers() error {
 		name, topic, group string
 		fn                 message.NoPublishHandlerFunc
 	}{
-		{"ingest", hub.TopicInbound, "core-ingest", hub.InboundHandler(n.ingest)},
+		{"ingest", hub.TopicInbound, "core-ingest", hub.InboundHandler(n.ingest, n.pub)},
 		{"delivery", hub.TopicDelivery, "core-delivery", hub.DeliveryHandler(n.outbound)},
 		{"inbox", hub.TopicEvents, "core-inbox", eventsHandler(n.inbox.Handle)},
 		{"dispatch", hub.TopicEvents, "core-dispatch", eventsHandler(n.dispatch.Handle, dispatch.Triggers...)},
@@ -231,6 +231,9 @@ func (n *node) addHandlers() error {
 // ctx ends.
 func (n *node) serveWorkers(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	// Connectors' envelopes share bus writes (and the embedded bus's
+	// fsyncs) while the node works.
+	n.pub.GroupInbound(gctx, hub.GroupConfig{})
 	g.Go(func() error { return n.ingest.Run(gctx) })
 	g.Go(func() error {
 		if err := n.router.Run(gctx); err != nil {
