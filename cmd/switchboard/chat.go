@@ -18,6 +18,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-hq/switchboard/connectors/webchat"
+	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/live"
@@ -219,6 +220,11 @@ func (n *node) routeWebchat(ids *conv.IDGen) error {
 	}
 	wc.Routes(n.api.Handle)
 	n.webchat = wc
+	wx, err := wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat")})
+	if err != nil {
+		return err
+	}
+	wx.Routes(n.api.Handle)
 	return nil
 }
 

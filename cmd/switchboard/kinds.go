@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/hub"
 )
@@ -8,10 +9,10 @@ import (
 // kinds is the channel kinds this build knows, with the config fields that
 // are secrets. Connectors refine their entry (Required, Check) as they land.
 func kinds() *hub.Registry {
+	wx := wechat.Kinds()
 	return hub.NewRegistry(
 		hub.Kind{Name: conv.KindWebchat, Secrets: []string{"identity_secret"}},
-		hub.Kind{Name: conv.KindWeChatOA, Secrets: []string{"app_secret", "token", "encoding_aes_key"}},
-		hub.Kind{Name: conv.KindWeChatMP, Secrets: []string{"app_secret", "token", "encoding_aes_key"}},
+		wx[0], wx[1],
 		hub.Kind{Name: conv.KindEmail, Secrets: []string{"password", "smtp_password"}},
 		hub.Kind{Name: conv.KindVoice, Secrets: []string{"turn_secret"}},
 		// The loopback channel the test suites and `bench` use.

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wechattest"
+)
+
+// TestWeChatEndToEnd: a business connects an Official Account (channel
+// create), WeChat pushes a customer's message in safe mode, the agent's
+// console socket receives it, and WeChat's retry of the same push stores
+// nothing twice.
+func TestWeChatEndToEnd(t *testing.T) {
+	s := startServer(t)
+	const (
+		appID  = "wx5823bf96d3bd56c7"
+		token  = "QDG6eK"
+		aesKey = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+		openid = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+	)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"channel", "create", "--data", s.data, "--tenant", "demo", "--kind", "wechat_oa",
+		"--name", "Shop OA", "--config", `{"app_id":"` + appID + `","app_secret":"s","token":"` + token + `","encoding_aes_key":"` + aesKey + `"}`},
+		&out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	var ch struct {
+		ID          string `json:"id"`
+		WebhookPath string `json:"webhook_path"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &ch); err != nil || ch.WebhookPath == "" {
+		t.Fatalf("channel create printed %s (%v)", out.String(), err)
+	}
+
+	tok := s.login("demo", "agent@demo.local", s.password)
+	dev := s.dial("/v1/agent/ws?token=" + tok)
+	hello := dev.next()
+	dev.send(map[string]any{"type": "resume", "cursor": cursorOf(hello)})
+	dev.until("resumed", typ("resumed"))
+
+	p := &wechattest.Pusher{URL: "http://" + s.addr + ch.WebhookPath, Token: token, EncodingAESKey: aesKey, AppID: appID, Mode: wechattest.ModeSafe}
+	msg := wechattest.Text("gh_1234567890ab", openid, "我的快递到哪了？", 24016853811020416, time.Now().Unix())
+	for attempt := range 2 { // WeChat retries a push; the retry must change nothing
+		status, body, err := p.PushMessage(t.Context(), msg)
+		if err != nil || status != http.StatusOK || string(body) != "success" {
+			t.Fatalf("push %d = %d %q %v, want 200 success", attempt, status, body, err)
+		}
+	}
+	created, _ := dev.until("the WeChat message", event("message.created", func(ev map[string]any) bool {
+		return msgText(ev["message"].(map[string]any)) == "我的快递到哪了？"
+	}))
+	c := created["event"].(map[string]any)["conversation"].(map[string]any)
+	convID := c["id"].(string)
+	if c["channel_id"] != ch.ID || c["reply_deadline"] == nil {
+		t.Fatalf("conversation = %v, want channel %s with a reply deadline", c, ch.ID)
+	}
+	msgs := s.mustCall("GET", "/v1/conversations/"+convID+"/messages?after_seq=0", tok, nil, 200)
+	if n := len(msgs["messages"].([]any)); n != 1 {
+		t.Fatalf("%d messages after a push and its retry, want 1: %v", n, msgs)
+	}
+}

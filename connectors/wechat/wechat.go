@@ -1,0 +1,270 @@
+// Package wechat is the WeChat customer-service connector: Official Account
+// (kind wechat_oa) and Mini Program (kind wechat_mp) channels.
+//
+// Inbound, WeChat pushes to /v1/hooks/wechat/{channel}. The handler checks
+// the signature before it parses anything, rejects timestamps more than
+// five minutes off, decrypts compatible/safe-mode pushes (current or
+// previous EncodingAESKey), normalizes the push (package wire), publishes
+// it on the bus and only then answers "success" — never a passive reply,
+// never an encrypted empty body. WeChat retries a push it got no answer
+// to; the envelope's external id (wire.Normalized.ExternalID) makes every
+// retry, and any replay inside the timestamp window, one stored message.
+//
+// A person is a contact per openid: identity kind IdentityOpenID with
+// external id "<app id>:<openid>" (openids are unique per app only).
+//
+// The byte-level protocol lives in wire; the server API client in wxapi;
+// the fake WeChat used by tests in wechattest.
+package wechat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wire"
+	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/storage"
+	"github.com/switchboard-hq/switchboard/hub"
+)
+
+// Identity kinds the connector creates.
+const (
+	// IdentityOpenID: external id "<app id>:<openid>".
+	IdentityOpenID = "wechat_openid"
+	// IdentityUnionID: external id is the unionid, shared by the apps of
+	// one Open Platform account.
+	IdentityUnionID = "wechat_unionid"
+)
+
+// DefaultAPIBase is WeChat's API host; channels behind an egress proxy set
+// api_base instead.
+const DefaultAPIBase = "https://api.weixin.qq.com"
+
+// Secret config fields.
+const (
+	SecretAppSecret   = "app_secret"
+	SecretToken       = "token"
+	SecretAESKey      = "encoding_aes_key"
+	SecretPrevAESKey  = "previous_encoding_aes_key"
+	defaultMediaLimit = 10 << 20
+)
+
+// Kinds registers wechat_oa and wechat_mp with the hub.
+func Kinds() []hub.Kind {
+	secrets := []string{SecretAppSecret, SecretToken, SecretAESKey, SecretPrevAESKey}
+	required := []string{"app_id", SecretAppSecret, SecretToken}
+	return []hub.Kind{
+		{Name: conv.KindWeChatOA, Secrets: secrets, Required: required, Check: checkConfig(conv.KindWeChatOA)},
+		{Name: conv.KindWeChatMP, Secrets: secrets, Required: required, Check: checkConfig(conv.KindWeChatMP)},
+	}
+}
+
+func checkConfig(kind conv.ChannelKind) func(map[string]any) error {
+	return func(fields map[string]any) error {
+		raw, err := json.Marshal(fields)
+		if err != nil {
+			return err
+		}
+		_, err = ParseConfig(kind, raw)
+		return err
+	}
+}
+
+// ChannelConfig is a WeChat channel's non-secret configuration.
+type ChannelConfig struct {
+	AppID string `json:"app_id"`
+	// APIBase is where API calls go (default DefaultAPIBase): an egress
+	// proxy whose IP is on the app's allow list, in most deployments.
+	APIBase string `json:"api_base,omitempty"`
+	// DataFormat of pushes: "xml" (default) or, for mini programs, "json".
+	DataFormat string `json:"data_format,omitempty"`
+	// OriginalID (gh_…) is checked against a push's ToUserName when set.
+	OriginalID string `json:"original_id,omitempty"`
+	// MediaMaxBytes caps one downloaded media file (default 10 MiB).
+	MediaMaxBytes int64 `json:"media_max_bytes,omitempty"`
+}
+
+// ParseConfig decodes and checks a channel's config, filling defaults.
+func ParseConfig(kind conv.ChannelKind, raw json.RawMessage) (ChannelConfig, error) {
+	var c ChannelConfig
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return c, fmt.Errorf("wechat config: %w: %v", conv.ErrInvalid, err)
+		}
+	}
+	if c.AppID == "" || len(c.AppID) > 64 || strings.ContainsAny(c.AppID, ": \t\r\n") {
+		return c, fmt.Errorf("wechat config: %w: app_id %q is not a WeChat app id", conv.ErrInvalid, c.AppID)
+	}
+	if c.APIBase == "" {
+		c.APIBase = DefaultAPIBase
+	}
+	u, err := url.Parse(c.APIBase)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
+		return c, fmt.Errorf("wechat config: %w: api_base %q must be an http(s) URL without a query", conv.ErrInvalid, c.APIBase)
+	}
+	c.APIBase = strings.TrimRight(c.APIBase, "/")
+	switch c.DataFormat {
+	case "":
+		c.DataFormat = "xml"
+	case "xml":
+	case "json":
+		if kind != conv.KindWeChatMP {
+			return c, fmt.Errorf("wechat config: %w: data_format json is for mini programs (wechat_mp)", conv.ErrInvalid)
+		}
+	default:
+		return c, fmt.Errorf("wechat config: %w: data_format must be xml or json", conv.ErrInvalid)
+	}
+	if c.MediaMaxBytes <= 0 {
+		c.MediaMaxBytes = defaultMediaLimit
+	}
+	return c, nil
+}
+
+// channel is a WeChat channel ready to verify pushes.
+type channel struct {
+	conv.Channel
+	cfg    ChannelConfig
+	token  string
+	cipher *wire.Cipher // nil in plaintext mode
+	format wire.Format
+	loaded time.Time
+}
+
+func newChannel(ch conv.Channel, now time.Time) (*channel, error) {
+	cfg, err := ParseConfig(ch.Kind, ch.Config)
+	if err != nil {
+		return nil, err
+	}
+	c := &channel{Channel: ch, cfg: cfg, token: ch.Secrets[SecretToken], loaded: now}
+	if c.token == "" {
+		return nil, fmt.Errorf("wechat channel %s: %w: no token configured", ch.ID, conv.ErrInvalid)
+	}
+	if key := ch.Secrets[SecretAESKey]; key != "" {
+		keys := []string{key}
+		if prev := ch.Secrets[SecretPrevAESKey]; prev != "" {
+			keys = append(keys, prev)
+		}
+		if c.cipher, err = wire.NewCipher(cfg.AppID, keys...); err != nil {
+			return nil, fmt.Errorf("wechat channel %s: %w", ch.ID, err)
+		}
+	}
+	if c.format, err = wire.ParseFormat(cfg.DataFormat); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Publisher is the part of hub.Publisher the connector uses.
+type Publisher interface {
+	PublishInbound(ctx context.Context, in conv.Inbound) error
+	PublishDelivery(ctx context.Context, d conv.Delivery) error
+}
+
+// Config configures a Connector.
+type Config struct {
+	Store  storage.Store
+	Bus    Publisher
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Skew is how far a push's timestamp may be from now (default 5 min).
+	Skew time.Duration
+	// ChannelTTL is how long a channel's config and keys are cached
+	// (default 30 s): a push must not cost a store read.
+	ChannelTTL time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Skew <= 0 {
+		c.Skew = wire.DefaultSkew
+	}
+	if c.ChannelTTL <= 0 {
+		c.ChannelTTL = 30 * time.Second
+	}
+}
+
+// Connector serves WeChat channels.
+type Connector struct {
+	cfg      Config
+	mu       sync.Mutex
+	channels map[conv.ChannelID]*channel
+}
+
+// New returns a Connector.
+func New(cfg Config) (*Connector, error) {
+	if cfg.Store == nil || cfg.Bus == nil {
+		return nil, errors.New("wechat: Config.Store and Bus are required")
+	}
+	cfg.setDefaults()
+	return &Connector{cfg: cfg, channels: make(map[conv.ChannelID]*channel)}, nil
+}
+
+// channel returns the WeChat channel id, from the cache when fresh. Any
+// channel that is not a WeChat one is ErrNotFound, like a missing one.
+func (c *Connector) channel(ctx context.Context, id conv.ChannelID) (*channel, error) {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	ch, ok := c.channels[id]
+	c.mu.Unlock()
+	if ok && now.Sub(ch.loaded) < c.cfg.ChannelTTL {
+		return ch, nil
+	}
+	tenant, err := c.cfg.Store.ChannelTenant(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var stored conv.Channel
+	err = c.cfg.Store.Read(ctx, tenant, func(tx storage.Tx) error {
+		var err error
+		stored, err = tx.Channel(ctx, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if stored.Kind != conv.KindWeChatOA && stored.Kind != conv.KindWeChatMP {
+		return nil, fmt.Errorf("wechat: channel %s: %w", id, conv.ErrNotFound)
+	}
+	if ch, err = newChannel(stored, now); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.channels[id] = ch
+	c.mu.Unlock()
+	return ch, nil
+}
+
+// OpenIDIdentity is the identity of openid on the app.
+func OpenIDIdentity(appID, openid string) conv.Identity {
+	return conv.Identity{Kind: IdentityOpenID, ExternalID: appID + ":" + openid}
+}
+
+// envelope turns a normalized push into the bus envelope.
+func envelope(ch *channel, n wire.Normalized) conv.Inbound {
+	in := conv.Inbound{
+		TenantID:   ch.TenantID,
+		ChannelID:  ch.ID,
+		ExternalID: n.ExternalID,
+		From:       OpenIDIdentity(ch.cfg.AppID, n.OpenID),
+		Parts:      n.Parts,
+		System:     n.System,
+		Scene:      n.Scene,
+		SentAt:     n.SentAt,
+	}
+	if n.OpensWindow {
+		in.ReplyWindow = wire.ReplyWindow
+	}
+	return in
+}
