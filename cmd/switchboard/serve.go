@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard-hq/switchboard/api"
 	"github.com/switchboard-hq/switchboard/connectors/webchat"
+	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/dispatch"
@@ -173,7 +174,7 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	if n.ingest, err = ingest.New(ingest.Config{Store: n.store, Events: n.pub, IDs: ids, Logger: log, Writers: writers}); err != nil {
 		return nil, false, err
 	}
-	if n.outbound, err = outbound.New(outbound.Config{Store: n.store, Bus: n.pub, IDs: ids, Logger: log}); err != nil {
+	if n.outbound, err = outbound.New(outbound.Config{Store: n.store, Bus: n.pub, IDs: ids, Logger: log, ReplyQuota: wechat.ReplyQuota()}); err != nil {
 		return nil, false, err
 	}
 	authSvc, err := auth.New(auth.Config{Store: n.store, Limiter: n.state, IDs: ids, Logger: log})

@@ -56,6 +56,15 @@ const (
 	defaultMediaLimit = 10 << 20
 )
 
+// RepliesPerMessage is how many customer-service messages WeChat accepts
+// after one message of the customer (errcode 45047 past it).
+const RepliesPerMessage = 5
+
+// ReplyQuota is the per-kind reply quota for core/outbound.
+func ReplyQuota() map[conv.ChannelKind]int {
+	return map[conv.ChannelKind]int{conv.KindWeChatOA: RepliesPerMessage, conv.KindWeChatMP: RepliesPerMessage}
+}
+
 // Kinds registers wechat_oa and wechat_mp with the hub.
 func Kinds() []hub.Kind {
 	secrets := []string{SecretAppSecret, SecretToken, SecretAESKey, SecretPrevAESKey}

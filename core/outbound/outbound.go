@@ -33,6 +33,11 @@ type Config struct {
 	// Grace is how old an unpublished pending reply must be before the
 	// sweeper republishes it (default 10s): longer than a normal publish.
 	Grace time.Duration
+	// ReplyQuota is, per channel kind, how many replies the channel
+	// accepts after one customer message (WeChat: 5). A reply past it is
+	// refused with the reason instead of failing at the channel. Kinds
+	// not listed have no quota.
+	ReplyQuota map[conv.ChannelKind]int
 }
 
 func (c *Config) setDefaults() {
@@ -126,6 +131,9 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 		if out, err = s.target(ctx, tx, c); err != nil {
 			return err
 		}
+		if err := s.checkQuota(ctx, tx, c, out.Kind); err != nil {
+			return err
+		}
 		msg, err = tx.AppendMessage(ctx, conv.Message{
 			ID:             conv.NewID[conv.MessageID](s.cfg.IDs),
 			TenantID:       tenant,
@@ -159,6 +167,44 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 		s.cfg.Logger.WarnContext(ctx, "reply sent but message.created not published", "message", msg.ID, "err", err)
 	}
 	return msg, nil
+}
+
+// checkQuota refuses a reply when the replies sent since the customer's
+// last message have used the channel's quota. Failed replies do not count:
+// the channel did not take them.
+func (s *Service) checkQuota(ctx context.Context, tx storage.Tx, c conv.Conversation, kind conv.ChannelKind) error {
+	quota := s.cfg.ReplyQuota[kind]
+	if quota <= 0 {
+		return nil
+	}
+	// Enough of the tail to see quota replies and the message before them
+	// (a few extra for failed replies and system events in between).
+	recent, err := tx.MessagesBefore(ctx, c.ID, c.LastSeq+1, 4*quota)
+	if err != nil {
+		return err
+	}
+	if used := RepliesSinceCustomer(recent); used >= quota {
+		return fmt.Errorf("%w: %s accepts %d replies per customer message and %d were sent since the customer last wrote; wait for the customer's next message",
+			conv.ErrConflict, kind, quota, used)
+	}
+	return nil
+}
+
+// RepliesSinceCustomer counts the outbound messages the channel took
+// (not failed, not recalled-before-sending) after the newest customer
+// message in msgs (ascending seq order).
+func RepliesSinceCustomer(msgs []conv.Message) int {
+	n := 0
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m := msgs[i]
+		if m.Direction == conv.In && m.Sender.Type == conv.SenderContact {
+			break
+		}
+		if m.Direction == conv.Out && m.Status != conv.MsgFailed {
+			n++
+		}
+	}
+	return n
 }
 
 // target resolves where a conversation's replies go.

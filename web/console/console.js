@@ -352,10 +352,7 @@
     const st = $('c-status');
     st.textContent = c.status === 'resolved' ? 'Resolved' : 'Open';
     st.className = 'chip ' + (c.status || '');
-    const dl = $('c-deadline');
-    const d = ts(c.reply_deadline);
-    dl.textContent = d ? (d < Date.now() ? 'Reply window closed' : 'Reply window closes ' + fmtTime(c.reply_deadline)) : '';
-    dl.className = 'deadline' + (d && d < Date.now() ? ' closed' : '');
+    renderDeadline(c);
     const sel = $('assign');
     const opts = [h('option', { value: '' }, 'Unassigned')];
     for (const a of S.agents) {
@@ -440,6 +437,31 @@
     if (r.el) r.el.replaceWith(el);
     r.el = el;
   }
+  // WeChat accepts REPLY_QUOTA replies per customer message within its
+  // 48-hour window; the server refuses more, the header says what is left.
+  const REPLY_QUOTA = { wechat_oa: 5, wechat_mp: 5 };
+  function repliesLeft(c) {
+    const quota = REPLY_QUOTA[c.channel_kind];
+    if (!quota) return null;
+    let used = 0;
+    for (let i = S.recs.length - 1; i >= 0; i--) {
+      const m = S.recs[i].msg;
+      if (!m) continue;
+      if (m.direction === 'in' && m.sender && m.sender.type === 'contact') break;
+      if (m.direction === 'out' && m.status !== 'failed') used++;
+    }
+    return Math.max(0, quota - used);
+  }
+  function renderDeadline(c) {
+    const dl = $('c-deadline');
+    const d = ts(c.reply_deadline);
+    const closed = d && d < Date.now();
+    const left = closed ? null : repliesLeft(c);
+    let text = d ? (closed ? 'Reply window closed' : 'Reply window closes ' + fmtTime(c.reply_deadline)) : '';
+    if (left !== null) text += (text ? ' \u00b7 ' : '') + (left ? left + ' of ' + REPLY_QUOTA[c.channel_kind] + ' replies left' : 'No replies left until the customer writes');
+    dl.textContent = text;
+    dl.className = 'deadline' + (closed || left === 0 ? ' closed' : '');
+  }
   function place(r) {
     let i = S.recs.indexOf(r);
     if (i >= 0) S.recs.splice(i, 1);
@@ -449,6 +471,8 @@
     S.recs.splice(i, 0, r);
     const next = S.recs[i + 1];
     if (next) $('history').insertBefore(r.el, next.el); else $('history').append(r.el);
+    const c = S.convs.get(S.openId);
+    if (c && REPLY_QUOTA[c.channel_kind]) renderDeadline(c);
   }
   const nearBottom = () => { const x = $('history'); return x.scrollHeight - x.scrollTop - x.clientHeight < 120; };
   const scrollDown = () => { const x = $('history'); x.scrollTop = x.scrollHeight; };
