@@ -63,4 +63,31 @@ func TestWeChatEndToEnd(t *testing.T) {
 	if n := len(msgs["messages"].([]any)); n != 1 {
 		t.Fatalf("%d messages after a push and its retry, want 1: %v", n, msgs)
 	}
+
+	// A new follower: recorded, but no conversation waits for an agent.
+	follow := wechattest.Event("gh_1234567890ab", "oFollower_only_0000000000000", "subscribe", "qrscene_spring", time.Now().Unix())
+	if status, body, err := p.PushMessage(t.Context(), follow); err != nil || status != http.StatusOK || string(body) != "success" {
+		t.Fatalf("follow push = %d %q %v", status, body, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resolved := s.mustCall("GET", "/v1/conversations?status=resolved", tok, nil, 200)["conversations"].([]any)
+		if len(resolved) == 1 {
+			r := resolved[0].(map[string]any)
+			if r["channel_id"] != ch.ID || r["scene"] != "qrscene_spring" {
+				t.Fatalf("the follow's conversation = %v", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the follow was never recorded")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	open := s.mustCall("GET", "/v1/conversations?status=open&assignee=unassigned", tok, nil, 200)["conversations"].([]any)
+	for _, c := range open {
+		if c.(map[string]any)["id"] != convID {
+			t.Fatalf("a follow put a conversation in the queue: %v", c)
+		}
+	}
 }

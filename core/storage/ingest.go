@@ -55,13 +55,55 @@ type BatchIngester interface {
 
 // Ingest stores items in tx and returns their outcomes in the order given
 // (applying them in IngestOrder): through tx's IngestBatch when tx is a
-// BatchIngester, else IngestEach.
+// BatchIngester, else IngestEach. Then a conversation that a system
+// envelope opened and that holds nothing but that event is resolved: a
+// channel event (a follow, a QR scan) is recorded on the customer's history
+// but does not put a conversation in front of an agent. The customer's
+// next message opens one that does.
 func Ingest(ctx context.Context, tx Tx, items []IngestItem) ([]IngestOutcome, error) {
+	var (
+		out []IngestOutcome
+		err error
+	)
 	if b, ok := tx.(BatchIngester); ok {
-		return b.IngestBatch(ctx, items)
+		out, err = b.IngestBatch(ctx, items)
+	} else {
+		out, err = IngestEach(ctx, tx, items)
 	}
-	return IngestEach(ctx, tx, items)
+	if err != nil {
+		return nil, err
+	}
+	return out, settleSystemOpens(ctx, tx, items, out)
 }
+
+// settleSystemOpens resolves the conversations system envelopes of the
+// batch opened, unless something else joined them in the same batch.
+func settleSystemOpens(ctx context.Context, tx Tx, items []IngestItem, out []IngestOutcome) error {
+	for i, o := range out {
+		if !o.Opened || o.Duplicate || !items[i].In.System {
+			continue
+		}
+		c, err := tx.Conversation(ctx, o.Conversation.ID)
+		if err != nil {
+			return fmt.Errorf("%s: settle system event: %w", ingestOp(items[i].In), err)
+		}
+		if c.Status != conv.StatusOpen || c.LastSeq != 1 {
+			continue
+		}
+		at := items[i].Now.UTC().Truncate(time.Microsecond)
+		c.Status, c.ResolvedAt = conv.StatusResolved, &at
+		if err := tx.UpdateConversation(ctx, c); err != nil {
+			return fmt.Errorf("%s: settle system event: %w", ingestOp(items[i].In), err)
+		}
+		if c, err = tx.Conversation(ctx, c.ID); err != nil {
+			return fmt.Errorf("%s: settle system event: %w", ingestOp(items[i].In), err)
+		}
+		out[i].Conversation = c
+	}
+	return nil
+}
+
+func ingestOp(in conv.Inbound) string { return fmt.Sprintf("ingest %s/%s", in.ChannelID, in.ExternalID) }
 
 // IngestOrder is the order in which a batch is applied: by channel and
 // sender identity, each sender's envelopes in the order given. Concurrent

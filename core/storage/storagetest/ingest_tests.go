@@ -290,6 +290,48 @@ func testIngestReplyWindow(t *testing.T, h Harness) {
 	}
 }
 
+// testIngestSystemEvents: a system envelope (a follow) that opens a
+// conversation leaves it resolved, holding the event; the customer's next
+// message opens a new, open one; a system envelope joined by a message in
+// the same batch stays open; one on an open conversation just appends.
+func testIngestSystemEvents(t *testing.T, h Harness) {
+	g := newIngestEnv(t, h)
+	follow := g.item("follow-1", "erin")
+	follow.In.System = true
+	out := g.ingest(g.tenant, follow)
+	c := out[0].Conversation
+	if !out[0].Opened || c.Status != conv.StatusResolved || c.ResolvedAt == nil || c.LastSeq != 1 {
+		t.Fatalf("a follow alone gave %+v (opened %v), want a resolved conversation holding it", c, out[0].Opened)
+	}
+	stored := g.getConversation(g.tenant, c.ID)
+	if stored.Status != conv.StatusResolved || len(g.messages(c.ID)) != 1 || g.messages(c.ID)[0].Sender.Type != conv.SenderSystem {
+		t.Fatalf("stored %+v with messages %+v", stored, g.messages(c.ID))
+	}
+	if again := g.ingest(g.tenant, g.redelivery(follow)); !again[0].Duplicate || again[0].Conversation.Status != conv.StatusResolved {
+		t.Fatalf("redelivered follow = %+v", again[0])
+	}
+
+	msg := g.ingest(g.tenant, g.item("m-1", "erin"))
+	if !msg[0].Opened || msg[0].Conversation.ID == c.ID || msg[0].Conversation.Status != conv.StatusOpen {
+		t.Fatalf("the customer's first message = %+v, want a new open conversation", msg[0])
+	}
+	scan := g.item("scan-1", "erin")
+	scan.In.System = true
+	if o := g.ingest(g.tenant, scan); o[0].Opened || o[0].Conversation.ID != msg[0].Conversation.ID || o[0].Conversation.Status != conv.StatusOpen {
+		t.Fatalf("an event on an open conversation = %+v, want it appended, conversation still open", o[0])
+	}
+
+	enter := g.item("enter-1", "frank")
+	enter.In.System = true
+	out = g.ingest(g.tenant, enter, g.item("m-2", "frank"))
+	if out[0].Conversation.ID != out[1].Conversation.ID {
+		t.Fatalf("event and message of one batch landed in %s and %s", out[0].Conversation.ID, out[1].Conversation.ID)
+	}
+	if st := g.getConversation(g.tenant, out[1].Conversation.ID); st.Status != conv.StatusOpen || st.LastSeq != 2 {
+		t.Fatalf("conversation of an event and a message = %+v, want open with both", st)
+	}
+}
+
 // testIngestErrors: an unknown channel or one of another tenant is
 // ErrNotFound, an envelope of another tenant or with a bad identity is
 // ErrInvalid; the error names the envelope, the batch stores nothing, and

@@ -87,6 +87,7 @@ var ingestTests = []struct {
 }{
 	{"Ingest", testIngest},
 	{"IngestReplyWindow", testIngestReplyWindow},
+	{"IngestSystemEvents", testIngestSystemEvents},
 	{"IngestErrors", testIngestErrors},
 	{"IngestConcurrentBatches", testIngestConcurrentBatches},
 }
