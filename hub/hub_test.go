@@ -124,7 +124,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 	deadline := at.Add(48 * time.Hour)
 	msg := conv.Message{ID: 1 << 60, TenantID: 7, ConversationID: 9, ChannelID: 3, Seq: 4, Direction: conv.Out,
 		Sender: conv.Sender{Type: conv.SenderAgent, ID: "5", Name: "Ana"}, ExternalID: "x", ClientID: "c",
-		Parts: []conv.Part{{Type: conv.PartImage, URL: "u", MIME: "image/png", Size: 12, Duration: 3}, {Type: conv.PartLocation, Lat: 31.2, Lng: 121.4, Label: "上海"}},
+		Parts:  []conv.Part{{Type: conv.PartImage, URL: "u", MIME: "image/png", Size: 12, Duration: 3}, {Type: conv.PartLocation, Lat: 31.2, Lng: 121.4, Label: "上海"}},
 		Status: conv.MsgFailed, StatusReason: "45015", CreatedAt: at, RecalledAt: &at}
 	cases := []struct {
 		name string

@@ -103,7 +103,9 @@ func settleSystemOpens(ctx context.Context, tx Tx, items []IngestItem, out []Ing
 	return nil
 }
 
-func ingestOp(in conv.Inbound) string { return fmt.Sprintf("ingest %s/%s", in.ChannelID, in.ExternalID) }
+func ingestOp(in conv.Inbound) string {
+	return fmt.Sprintf("ingest %s/%s", in.ChannelID, in.ExternalID)
+}
 
 // IngestOrder is the order in which a batch is applied: by channel and
 // sender identity, each sender's envelopes in the order given. Concurrent
