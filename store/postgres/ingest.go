@@ -101,6 +101,10 @@ func (t *tx) IngestBatch(ctx context.Context, items []storage.IngestItem) ([]sto
 			o.Message.ID = conv.MessageID(r.message)
 			dups = append(dups, r.message)
 		} else {
+			// As IngestEach reports it: the conversation's activity is
+			// this append, though the stored updated_at may lag by up to
+			// storage.ActivityGranularity.
+			o.Conversation.UpdatedAt = c.now
 			sender := conv.Sender{Type: conv.SenderContact, ID: conv.ContactID(r.contact).String(), Name: r.contactName}
 			if in.System {
 				sender = conv.Sender{Type: conv.SenderSystem}

@@ -515,9 +515,13 @@ func (t *tx) AppendMessage(ctx context.Context, m conv.Message) (conv.Message, e
 	// serializes appends to one conversation across nodes and keeps seq
 	// gapless: a rolled-back append gives its seq back.
 	var channel int64
-	err = t.pg.QueryRow(ctx, `UPDATE conversations SET last_seq = last_seq + 1, updated_at = $3
+	// updated_at moves at most once per storage.ActivityGranularity, so
+	// that most appends touch no indexed column (a HOT update; see
+	// migration 0004).
+	err = t.pg.QueryRow(ctx, `UPDATE conversations SET last_seq = last_seq + 1,
+		updated_at = CASE WHEN updated_at <= $3::timestamptz - $4::interval THEN $3 ELSE updated_at END
 		WHERE tenant_id = $1 AND id = $2 RETURNING last_seq, channel_id`,
-		int64(t.tenant), int64(m.ConversationID), now()).Scan(&m.Seq, &channel)
+		int64(t.tenant), int64(m.ConversationID), now(), storage.ActivityGranularity).Scan(&m.Seq, &channel)
 	if err != nil {
 		return conv.Message{}, fail(op+" conversation "+m.ConversationID.String(), err)
 	}
