@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,9 +20,11 @@ import (
 
 	"github.com/switchboard-hq/switchboard/connectors/webchat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat"
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/live"
+	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/hub"
 	"github.com/switchboard-hq/switchboard/internal/media"
@@ -203,8 +206,8 @@ func createDemo(ctx context.Context, st storage.Store, ids *conv.IDGen, authSvc 
 	return d, nil
 }
 
-// routeWebchat mounts the web chat channel.
-func (n *node) routeWebchat(ids *conv.IDGen) error {
+// routeChannels mounts the web chat and WeChat channels.
+func (n *node) routeChannels(ids *conv.IDGen) error {
 	key, err := mediaKey(n.cfg.Data)
 	if err != nil {
 		return err
@@ -220,12 +223,43 @@ func (n *node) routeWebchat(ids *conv.IDGen) error {
 	}
 	wc.Routes(n.api.Handle)
 	n.webchat = wc
-	wx, err := wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat")})
+	wx, err := wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat"),
+		TokenCache: n.tokens, Lease: n.state, Holder: "node-" + strconv.Itoa(n.cfg.NodeID) + "-" + strconv.Itoa(os.Getpid()), Media: ms})
 	if err != nil {
 		return err
 	}
 	wx.Routes(n.api.Handle)
+	n.wechat = wx
 	return nil
+}
+
+// sealedTokens keeps WeChat access tokens in Redis sealed under the master
+// key, so a Redis dump does not hand out API access.
+type sealedTokens struct {
+	values *sbredis.Values
+	keys   *secret.Keyring
+}
+
+func (s sealedTokens) Get(ctx context.Context, key string) (wxapi.Token, bool, error) {
+	sealed, exp, ok, err := s.values.Get(ctx, key)
+	if err != nil || !ok {
+		return wxapi.Token{}, false, err
+	}
+	v, err := s.keys.Open(sealed, key)
+	if err != nil {
+		// Sealed under a key this node lacks: as good as absent; the
+		// refresher writes a fresh one.
+		return wxapi.Token{}, false, nil
+	}
+	return wxapi.Token{Value: string(v), Expires: exp}, true, nil
+}
+
+func (s sealedTokens) Set(ctx context.Context, key string, t wxapi.Token) error {
+	sealed, err := s.keys.Seal([]byte(t.Value), key)
+	if err != nil {
+		return err
+	}
+	return s.values.Set(ctx, key, sealed, t.Expires)
 }
 
 // redisLive is the live state shared through Redis.

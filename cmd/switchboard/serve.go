@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-hq/switchboard/api"
 	"github.com/switchboard-hq/switchboard/connectors/webchat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat"
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/dispatch"
@@ -68,6 +69,10 @@ type node struct {
 	inbox    *inbox.Service
 	dispatch *dispatch.Dispatcher
 	webchat  *webchat.Connector
+	wechat   *wechat.Connector
+	// tokens shares WeChat access tokens between nodes (Redis); nil on
+	// a single node, where the connector keeps them in process.
+	tokens wxapi.TokenCache
 	auth     *auth.Service
 	ids      *conv.IDGen
 	checks   []api.Check
@@ -154,6 +159,7 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 		n.closers = append(n.closers, rc.Close)
 		n.checks = append(n.checks, api.Check{Name: "redis", Fn: rc.Ping})
 		n.state = stateOf[*sbredis.Leases, *sbredis.Limiter]{rc.Leases(), rc.Limiter()}
+		n.tokens = sealedTokens{values: rc.Values(), keys: keys}
 		if n.live, err = redisLive(rc); err != nil {
 			return nil, false, err
 		}
@@ -194,7 +200,7 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	}}); err != nil {
 		return nil, false, err
 	}
-	if err := n.routeWebchat(ids); err != nil {
+	if err := n.routeChannels(ids); err != nil {
 		return nil, false, err
 	}
 	n.routeWeb()
@@ -218,6 +224,8 @@ func (n *node) addHandlers() error {
 		{"inbox", hub.TopicEvents, "core-inbox", eventsHandler(n.inbox.Handle)},
 		{"dispatch", hub.TopicEvents, "core-dispatch", eventsHandler(n.dispatch.Handle, dispatch.Triggers...)},
 		{"webchat", hub.OutboundTopic(conv.KindWebchat), "connector-webchat", outboundHandler(n.webchat.Outbound)},
+		{"wechat_oa", hub.OutboundTopic(conv.KindWeChatOA), "connector-wechat-oa", outboundHandler(n.wechat.Outbound)},
+		{"wechat_mp", hub.OutboundTopic(conv.KindWeChatMP), "connector-wechat-mp", outboundHandler(n.wechat.Outbound)},
 	} {
 		sub, err := n.bus.Subscriber(h.group)
 		if err != nil {

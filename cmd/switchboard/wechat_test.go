@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 // nothing twice.
 func TestWeChatEndToEnd(t *testing.T) {
 	s := startServer(t)
+	fake := wechattest.Start(t, wechattest.Config{})
 	const (
 		appID  = "wx5823bf96d3bd56c7"
 		token  = "QDG6eK"
@@ -25,7 +27,8 @@ func TestWeChatEndToEnd(t *testing.T) {
 	)
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"channel", "create", "--data", s.data, "--tenant", "demo", "--kind", "wechat_oa",
-		"--name", "Shop OA", "--config", `{"app_id":"` + appID + `","app_secret":"s","token":"` + token + `","encoding_aes_key":"` + aesKey + `"}`},
+		"--name", "Shop OA", "--config", `{"app_id":"` + appID + `","app_secret":"app-s3cret","token":"` + token +
+			`","encoding_aes_key":"` + aesKey + `","api_base":"` + fake.URL() + `"}`},
 		&out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +46,9 @@ func TestWeChatEndToEnd(t *testing.T) {
 	dev.send(map[string]any{"type": "resume", "cursor": cursorOf(hello)})
 	dev.until("resumed", typ("resumed"))
 
-	p := &wechattest.Pusher{URL: "http://" + s.addr + ch.WebhookPath, Token: token, EncodingAESKey: aesKey, AppID: appID, Mode: wechattest.ModeSafe}
+	fake.AddApp(appID, "app-s3cret")
+	p := &wechattest.Pusher{URL: "http://" + s.addr + ch.WebhookPath, Token: token, EncodingAESKey: aesKey, AppID: appID,
+		Mode: wechattest.ModeSafe, Server: fake}
 	msg := wechattest.Text("gh_1234567890ab", openid, "我的快递到哪了？", 24016853811020416, time.Now().Unix())
 	for attempt := range 2 { // WeChat retries a push; the retry must change nothing
 		status, body, err := p.PushMessage(t.Context(), msg)
@@ -62,6 +67,37 @@ func TestWeChatEndToEnd(t *testing.T) {
 	msgs := s.mustCall("GET", "/v1/conversations/"+convID+"/messages?after_seq=0", tok, nil, 200)
 	if n := len(msgs["messages"].([]any)); n != 1 {
 		t.Fatalf("%d messages after a push and its retry, want 1: %v", n, msgs)
+	}
+
+	// The agent answers: the reply goes out through customer-service
+	// send with the customer's openid and the app's token, and is sent.
+	reply := s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok, map[string]string{"text": "正在查询，请稍等"}, 201)
+	sent := fake.WaitSent(t, 1, 10*time.Second)
+	var body struct {
+		ToUser  string `json:"touser"`
+		MsgType string `json:"msgtype"`
+		Text    struct {
+			Content string `json:"content"`
+		} `json:"text"`
+	}
+	if err := json.Unmarshal(sent[0].Body, &body); err != nil || body.ToUser != openid || body.MsgType != "text" ||
+		body.Text.Content != "正在查询，请稍等" || sent[0].AppID != appID || sent[0].Token == "" {
+		t.Fatalf("WeChat got %+v (%s), %v", sent[0], sent[0].Body, err)
+	}
+	dev.until("reply sent", event("message.updated", func(ev map[string]any) bool {
+		m := ev["message"].(map[string]any)
+		return m["id"] == reply["id"] && m["status"] == "sent"
+	}))
+
+	// WeChat refuses the next one: the agent sees it failed, and why.
+	fake.FailNext(wechattest.PathSend, 45015, "response out of time limit or subscription is canceled", 1)
+	refused := s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok, map[string]string{"text": "还在吗？"}, 201)
+	failed, _ := dev.until("reply failed", event("message.updated", func(ev map[string]any) bool {
+		m := ev["message"].(map[string]any)
+		return m["id"] == refused["id"] && m["status"] == "failed"
+	}))
+	if reason, _ := failed["event"].(map[string]any)["message"].(map[string]any)["status_reason"].(string); !strings.Contains(reason, "48-hour") {
+		t.Fatalf("failed reply's reason = %q, want the reply window explained", reason)
 	}
 
 	// A new follower: recorded, but no conversation waits for an agent.

@@ -23,15 +23,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wire"
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/hub"
+	"github.com/switchboard-hq/switchboard/internal/media"
 )
 
 // Identity kinds the connector creates.
@@ -144,6 +147,10 @@ type channel struct {
 	cipher *wire.Cipher // nil in plaintext mode
 	format wire.Format
 	loaded time.Time
+
+	clientOnce sync.Once
+	api        *wxapi.Client
+	clientErr  error
 }
 
 func newChannel(ch conv.Channel, now time.Time) (*channel, error) {
@@ -187,6 +194,21 @@ type Config struct {
 	// ChannelTTL is how long a channel's config and keys are cached
 	// (default 30 s): a push must not cost a store read.
 	ChannelTTL time.Duration
+	// TokenCache and Lease share each app's access token among the nodes
+	// (one token per app, one refresher at a time). The defaults, an
+	// in-process cache and lease, are right for a single node only.
+	TokenCache wxapi.TokenCache
+	Lease      wxapi.Lease
+	// Holder names this node in the lease.
+	Holder string
+	// HTTPClient makes WeChat API calls (default: wxapi's).
+	HTTPClient *http.Client
+	// Media stores downloaded WeChat media and holds the images agents
+	// send; without it, inbound media keeps only WeChat's media id.
+	Media *media.Store
+	// MediaBudget bounds the media downloads of one push, so the answer
+	// still beats WeChat's 5-second deadline (default 3 s).
+	MediaBudget time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -202,6 +224,12 @@ func (c *Config) setDefaults() {
 	if c.ChannelTTL <= 0 {
 		c.ChannelTTL = 30 * time.Second
 	}
+	if c.TokenCache == nil {
+		c.TokenCache = wxapi.NewMemoryCache()
+	}
+	if c.MediaBudget <= 0 {
+		c.MediaBudget = 3 * time.Second
+	}
 }
 
 // Connector serves WeChat channels.
@@ -209,6 +237,7 @@ type Connector struct {
 	cfg      Config
 	mu       sync.Mutex
 	channels map[conv.ChannelID]*channel
+	sent     sentCache
 }
 
 // New returns a Connector.

@@ -500,3 +500,26 @@ func TestSubscribeWaitsForConfirmation(t *testing.T) {
 		t.Fatal("Subscribe did not return after its confirmation")
 	}
 }
+
+func TestValues(t *testing.T) {
+	c, raw := newClient(t, uniquePrefix())
+	v := c.Values()
+	ctx := t.Context()
+	if _, _, ok, err := v.Get(ctx, "wechat:token:wx1"); err != nil || ok {
+		t.Fatalf("Get of a missing key = ok %v, %v", ok, err)
+	}
+	exp := time.Now().Add(2 * time.Hour)
+	if err := v.Set(ctx, "wechat:token:wx1", "sealed-token", exp); err != nil {
+		t.Fatal(err)
+	}
+	got, until, ok, err := v.Get(ctx, "wechat:token:wx1")
+	if err != nil || !ok || got != "sealed-token" || until.Before(exp.Add(-time.Second)) || until.After(exp.Add(time.Second)) {
+		t.Fatalf("Get = %q until %v ok %v %v; want the value until %v", got, until, ok, err, exp)
+	}
+	if err := v.Set(ctx, "gone", "x", time.Now().Add(-time.Second)); !errors.Is(err, conv.ErrInvalid) {
+		t.Fatalf("Set of an expired value = %v, want ErrInvalid", err)
+	}
+	if n, _ := raw.Exists(ctx, "sealed-token").Result(); n != 0 {
+		t.Fatal("value stored under its own text")
+	}
+}

@@ -1,0 +1,222 @@
+package wechat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
+	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/internal/media"
+)
+
+// client returns the API client of ch, creating it (and its token
+// provider) on first use. Clients live as long as the channel's cache
+// entry: a changed config or secret takes effect with the next reload.
+func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
+	ch.clientOnce.Do(func() {
+		kind := wxapi.KindOA
+		if ch.Kind == conv.KindWeChatMP {
+			kind = wxapi.KindMP
+		}
+		secret := ch.Secrets[SecretAppSecret]
+		var tokens *wxapi.SharedTokens
+		tokens, ch.clientErr = wxapi.NewSharedTokens(wxapi.TokensConfig{
+			AppID: ch.cfg.AppID, Secret: secret, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
+			Cache: c.cfg.TokenCache, Lease: c.cfg.Lease, Holder: c.cfg.Holder, Logger: c.cfg.Logger,
+		})
+		if ch.clientErr != nil {
+			return
+		}
+		ch.api, ch.clientErr = wxapi.New(wxapi.Config{
+			AppID: ch.cfg.AppID, Secret: secret, Kind: kind, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
+			Tokens: tokens, Logger: c.cfg.Logger.With("channel", ch.ID),
+		})
+	})
+	return ch.api, ch.clientErr
+}
+
+// maxImageBytes is WeChat's limit for an uploaded image.
+const maxImageBytes = 10 << 20
+
+// sentCache remembers outbound messages WeChat accepted, so a redelivered
+// Outbound is reported again instead of sent twice (WeChat's API has no
+// idempotency key). It is per node: a redelivery to another node after a
+// crash between send and ack can still duplicate.
+type sentCache struct {
+	mu   sync.Mutex
+	at   map[conv.MessageID]time.Time
+	last time.Time
+}
+
+const sentTTL = time.Hour
+
+func (s *sentCache) seen(id conv.MessageID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.at[id]
+	return ok
+}
+
+func (s *sentCache) add(id conv.MessageID, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.at == nil {
+		s.at = make(map[conv.MessageID]time.Time)
+	}
+	s.at[id] = now
+	if now.Sub(s.last) > time.Minute {
+		s.last = now
+		for k, t := range s.at {
+			if now.Sub(t) > sentTTL {
+				delete(s.at, k)
+			}
+		}
+	}
+}
+
+// Outbound sends an agent's reply through WeChat's customer-service API and
+// reports the delivery. A refusal WeChat gives for this message (outside
+// the window, over the quota, unfollowed) is reported failed with a human
+// reason; an outage or a busy WeChat returns an error, so the bus retries
+// with backoff while the message stays pending.
+func (c *Connector) Outbound(ctx context.Context, out conv.Outbound) error {
+	d := conv.Delivery{TenantID: out.TenantID, MessageID: out.Message.ID, Status: conv.MsgSent}
+	if err := c.send(ctx, out); err != nil {
+		reason, retry := explain(err)
+		if retry {
+			c.cfg.Logger.WarnContext(ctx, "wechat send will be retried", "message", out.Message.ID, "reason", reason)
+			return fmt.Errorf("wechat send %s: %w", out.Message.ID, err)
+		}
+		d.Status, d.Reason = conv.MsgFailed, reason
+	}
+	d.At = c.cfg.Now().UTC()
+	return c.cfg.Bus.PublishDelivery(ctx, d)
+}
+
+// explain turns a send error into the reason an agent reads and whether
+// trying again later can help.
+func explain(err error) (reason string, retry bool) {
+	var api *wxapi.APIError
+	switch {
+	case errors.As(err, &api):
+		return api.Reason(), wxapi.Retryable(err)
+	case wxapi.Retryable(err):
+		return err.Error(), true
+	default:
+		return err.Error(), false
+	}
+}
+
+func (c *Connector) send(ctx context.Context, out conv.Outbound) error {
+	ch, err := c.channel(ctx, out.ChannelID)
+	if err != nil {
+		if errors.Is(err, conv.ErrNotFound) {
+			return fmt.Errorf("%w: the WeChat channel no longer exists", conv.ErrNotFound)
+		}
+		return err
+	}
+	openid, ok := openIDOf(out.To, ch.cfg.AppID)
+	if !ok {
+		return fmt.Errorf("%w: this customer has no openid on app %s", conv.ErrInvalid, ch.cfg.AppID)
+	}
+	if c.sent.seen(out.Message.ID) {
+		return nil
+	}
+	api, err := c.client(ch)
+	if err != nil {
+		return err
+	}
+	for _, p := range out.Message.Parts {
+		if err := c.sendPart(ctx, api, ch, out.TenantID, openid, p); err != nil {
+			return err
+		}
+	}
+	c.sent.add(out.Message.ID, c.cfg.Now())
+	return nil
+}
+
+func (c *Connector) sendPart(ctx context.Context, api *wxapi.Client, ch *channel, tenant conv.TenantID, openid string, p conv.Part) error {
+	switch p.Type {
+	case conv.PartText:
+		return api.SendText(ctx, openid, p.Text)
+	case conv.PartImage:
+		data, name, err := c.mediaBytes(tenant, p)
+		if err != nil {
+			return err
+		}
+		id, err := api.UploadMedia(ctx, wxapi.MediaImage, name, bytes.NewReader(data))
+		if err != nil {
+			return err
+		}
+		return api.SendImage(ctx, openid, id)
+	case conv.PartCard:
+		if p.Page != "" {
+			return api.SendMiniProgramPage(ctx, openid, wxapi.MiniProgramPage{Title: p.Title, AppID: p.AppID, PagePath: p.Page, ThumbMediaID: p.MediaID})
+		}
+		return api.SendLink(ctx, openid, wxapi.Link{Title: p.Title, Description: p.Description, URL: p.URL, ThumbURL: p.Thumb})
+	}
+	return fmt.Errorf("%w: WeChat customer service cannot carry a %s part from the console", conv.ErrInvalid, p.Type)
+}
+
+// mediaBytes reads an image part's bytes from our media store (its URL is
+// one of our signed media URLs).
+func (c *Connector) mediaBytes(tenant conv.TenantID, p conv.Part) ([]byte, string, error) {
+	if c.cfg.Media == nil {
+		return nil, "", fmt.Errorf("%w: no media store configured", conv.ErrInvalid)
+	}
+	u, err := url.Parse(p.URL)
+	key, ok := strings.CutPrefix(u.Path, media.URLPrefix)
+	if err != nil || !ok {
+		return nil, "", fmt.Errorf("%w: image %q is not one of ours", conv.ErrInvalid, p.URL)
+	}
+	if owner, ok := media.Tenant(key); !ok || owner != tenant {
+		return nil, "", fmt.Errorf("%w: image of another tenant", conv.ErrInvalid)
+	}
+	f, err := c.cfg.Media.Open(key, u.Query())
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxImageBytes+1))
+	if err != nil {
+		return nil, "", err
+	}
+	if len(data) > maxImageBytes {
+		return nil, "", fmt.Errorf("%w: image larger than WeChat's %d MB", conv.ErrInvalid, maxImageBytes>>20)
+	}
+	name := p.Name
+	if name == "" {
+		name = "image" + extFor(p.MIME)
+	}
+	return data, name, nil
+}
+
+func extFor(mime string) string {
+	switch mime {
+	case "image/png":
+		return ".png"
+	case "image/gif":
+		return ".gif"
+	}
+	return ".jpg"
+}
+
+// openIDOf finds the customer's openid on app among their identities.
+func openIDOf(ids []conv.Identity, appID string) (string, bool) {
+	for _, id := range ids {
+		if id.Kind != IdentityOpenID {
+			continue
+		}
+		if openid, ok := strings.CutPrefix(id.ExternalID, appID+":"); ok && openid != "" {
+			return openid, true
+		}
+	}
+	return "", false
+}
