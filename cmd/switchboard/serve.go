@@ -226,6 +226,7 @@ func (n *node) addHandlers() error {
 		{"webchat", hub.OutboundTopic(conv.KindWebchat), "connector-webchat", outboundHandler(n.webchat.Outbound)},
 		{"wechat_oa", hub.OutboundTopic(conv.KindWeChatOA), "connector-wechat-oa", outboundHandler(n.wechat.Outbound)},
 		{"wechat_mp", hub.OutboundTopic(conv.KindWeChatMP), "connector-wechat-mp", outboundHandler(n.wechat.Outbound)},
+		{"wechat_identity", hub.TopicEvents, "connector-wechat", eventsHandler(n.wechat.Events, conv.EventConversationOpened)},
 	} {
 		sub, err := n.bus.Subscriber(h.group)
 		if err != nil {

@@ -64,6 +64,9 @@ type hookEnv struct {
 	url     string
 	channel conv.Channel
 	other   conv.ChannelID // a webchat channel
+	store   *sqlite.Store
+	ids     *conv.IDGen
+	conn    *wechat.Connector
 }
 
 func newHookEnv(t *testing.T, kind conv.ChannelKind, config string, secrets map[string]string) *hookEnv {
@@ -104,7 +107,7 @@ func newHookEnv(t *testing.T, kind conv.ChannelKind, config string, secrets map[
 	c.Routes(func(p string, h http.Handler) { mux.Handle(p, h) })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &hookEnv{bus: b, url: srv.URL, channel: ch, other: web.ID}
+	return &hookEnv{bus: b, url: srv.URL, channel: ch, other: web.ID, store: st, ids: ids, conn: c}
 }
 
 func (e *hookEnv) pusher(mode wechattest.Mode, key string) *wechattest.Pusher {

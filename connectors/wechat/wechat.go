@@ -238,6 +238,7 @@ type Connector struct {
 	mu       sync.Mutex
 	channels map[conv.ChannelID]*channel
 	sent     sentCache
+	checked  checkedContacts
 }
 
 // New returns a Connector.
