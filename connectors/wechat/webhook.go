@@ -2,13 +2,19 @@ package wechat
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wire"
+	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/internal/media"
 )
 
 // WebhookPath is the URL path a business pastes into WeChat's console.
@@ -139,6 +145,9 @@ func (c *Connector) push(w http.ResponseWriter, r *http.Request) {
 		c.reject(w, ch, http.StatusBadRequest, "invalid message", err)
 		return
 	}
+	if len(n.Media) > 0 {
+		c.fetchMedia(r.Context(), ch, &n)
+	}
 	if err := c.cfg.Bus.PublishInbound(r.Context(), envelope(ch, n)); err != nil {
 		if conv.Permanent(err) {
 			c.reject(w, ch, http.StatusBadRequest, "invalid message", err)
@@ -151,6 +160,55 @@ func (c *Connector) push(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "success")
+}
+
+// fetchMedia downloads a push's media (image, voice, video) from WeChat
+// into our media store within MediaBudget, so the console can show it
+// after WeChat's temporary media expires (3 days). A part whose media is
+// over the channel's limit, or could not be fetched in time, keeps
+// WeChat's media id and says why in its text; nothing is dropped.
+func (c *Connector) fetchMedia(ctx context.Context, ch *channel, n *wire.Normalized) {
+	if c.cfg.Media == nil {
+		return
+	}
+	api, err := c.client(ch)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.MediaBudget)
+	defer cancel()
+	for i := range n.Parts {
+		p := &n.Parts[i]
+		if p.MediaID == "" || !slices.Contains(n.Media, p.MediaID) {
+			continue
+		}
+		data, mime, _, err := api.DownloadMedia(ctx, p.MediaID, ch.cfg.MediaMaxBytes)
+		if err == nil {
+			var key string
+			var size int64
+			if key, size, err = c.cfg.Media.Put(ch.TenantID, mime, bytes.NewReader(data), ch.cfg.MediaMaxBytes); err == nil {
+				p.URL, p.MIME, p.Size = c.cfg.Media.URL(key), mime, size
+				continue
+			}
+		}
+		var note string
+		var tooBig *wxapi.TooLargeError
+		switch {
+		case errors.As(err, &tooBig) || errors.Is(err, media.ErrTooLarge):
+			note = fmt.Sprintf("[%s not stored: larger than this channel's limit of %s]", p.Type, sizeText(ch.cfg.MediaMaxBytes))
+		default:
+			note = fmt.Sprintf("[%s not fetched from WeChat: %v]", p.Type, err)
+			c.cfg.Logger.WarnContext(ctx, "wechat media not fetched", "channel", ch.ID, "media_id", p.MediaID, "err", err)
+		}
+		p.Text = strings.TrimSpace(p.Text + " " + note)
+	}
+}
+
+func sizeText(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 func (c *Connector) reject(w http.ResponseWriter, ch *channel, status int, msg string, cause error) {

@@ -69,7 +69,7 @@ type hookEnv struct {
 	conn    *wechat.Connector
 }
 
-func newHookEnv(t *testing.T, kind conv.ChannelKind, config string, secrets map[string]string) *hookEnv {
+func newHookEnv(t *testing.T, kind conv.ChannelKind, config string, secrets map[string]string, opts ...func(*wechat.Config)) *hookEnv {
 	t.Helper()
 	ctx := context.Background()
 	t.Setenv(secret.EnvVar, "")
@@ -99,7 +99,11 @@ func newHookEnv(t *testing.T, kind conv.ChannelKind, config string, secrets map[
 		t.Fatal(err)
 	}
 	b := &bus{}
-	c, err := wechat.New(wechat.Config{Store: st, Bus: b})
+	cfg := wechat.Config{Store: st, Bus: b}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := wechat.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
