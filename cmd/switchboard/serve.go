@@ -72,11 +72,11 @@ type node struct {
 	wechat   *wechat.Connector
 	// tokens shares WeChat access tokens between nodes (Redis); nil on
 	// a single node, where the connector keeps them in process.
-	tokens wxapi.TokenCache
-	auth     *auth.Service
-	ids      *conv.IDGen
-	checks   []api.Check
-	closers  []func() error
+	tokens  wxapi.TokenCache
+	auth    *auth.Service
+	ids     *conv.IDGen
+	checks  []api.Check
+	closers []func() error
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
