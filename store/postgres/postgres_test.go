@@ -18,41 +18,11 @@ import (
 	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
-// freshDatabase creates an empty database for one test and drops it at
-// cleanup, so tests run in parallel and again without leftovers. It
-// returns the new database's URL.
+// freshDatabase creates an empty database for one test (see
+// testenv.PostgresDatabase) and returns its URL.
 func freshDatabase(tb testing.TB) string {
 	tb.Helper()
-	base := testenv.Require(tb, "SWITCHBOARD_TEST_POSTGRES")
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		tb.Fatalf("connect %s: %v", redact(base), err)
-	}
-	defer conn.Close(ctx)
-	name := "sb_test_" + randomHex(tb, 8)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatalf("create database: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			tb.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			tb.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		tb.Fatalf("parse %s: %v", redact(base), err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return testenv.PostgresDatabase(tb)
 }
 
 func redact(raw string) string {
