@@ -46,6 +46,17 @@ type Console struct {
 	// a refresh (default 60s; sockets refresh every third of it).
 	PresenceTTL time.Duration
 	Now         func() time.Time
+	// Typing, if set, also hears agents' typing, for channels that show it
+	// through their own API (WeChat's customer-service typing).
+	Typing TypingSink
+}
+
+// TypingSink is told when an agent starts or stops typing in a
+// conversation. It is called on the agent socket's goroutine, in the
+// order the agent typed: it must return at once (queue any remote call)
+// and keep its errors to itself.
+type TypingSink interface {
+	AgentTyping(ctx context.Context, c conv.Conversation, on bool)
 }
 
 func (c *Console) validate() error {
@@ -543,6 +554,9 @@ func (s *Server) agentTyping(ctx context.Context, agent conv.Agent, id conv.Conv
 	})
 	if err != nil {
 		return err
+	}
+	if t := s.cfg.Console.Typing; t != nil {
+		t.AgentTyping(ctx, c, typing)
 	}
 	note := inbox.ContactNote{Type: "typing", ContactID: c.ContactID, ChannelID: c.ChannelID, Typing: typing,
 		Sender: &conv.Sender{Type: conv.SenderAgent, ID: agent.ID.String(), Name: agent.Name}}

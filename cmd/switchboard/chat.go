@@ -206,8 +206,9 @@ func createDemo(ctx context.Context, st storage.Store, ids *conv.IDGen, authSvc 
 	return d, nil
 }
 
-// routeChannels mounts the web chat and WeChat channels.
-func (n *node) routeChannels(ids *conv.IDGen) error {
+// openChannels creates the web chat and WeChat connectors (before the API,
+// which hands agents' typing to them); routeChannels mounts them.
+func (n *node) openChannels(ids *conv.IDGen) error {
 	key, err := mediaKey(n.cfg.Data)
 	if err != nil {
 		return err
@@ -216,21 +217,19 @@ func (n *node) routeChannels(ids *conv.IDGen) error {
 	if err != nil {
 		return err
 	}
-	wc, err := webchat.New(webchat.Config{Store: n.store, Bus: n.pub, Fanout: n.live.fanout, Presence: n.live.presence,
-		Timelines: n.live.timelines, Media: ms, IDs: ids, Web: web.FS, Logger: n.log.With("connector", "webchat")})
-	if err != nil {
+	if n.webchat, err = webchat.New(webchat.Config{Store: n.store, Bus: n.pub, Fanout: n.live.fanout, Presence: n.live.presence,
+		Timelines: n.live.timelines, Media: ms, IDs: ids, Web: web.FS, Logger: n.log.With("connector", "webchat")}); err != nil {
 		return err
 	}
-	wc.Routes(n.api.Handle)
-	n.webchat = wc
-	wx, err := wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat"),
+	n.wechat, err = wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat"),
 		TokenCache: n.tokens, Lease: n.state, Holder: "node-" + strconv.Itoa(n.cfg.NodeID) + "-" + strconv.Itoa(os.Getpid()), Media: ms})
-	if err != nil {
-		return err
-	}
-	wx.Routes(n.api.Handle)
-	n.wechat = wx
-	return nil
+	return err
+}
+
+// routeChannels mounts the channels' HTTP endpoints.
+func (n *node) routeChannels() {
+	n.webchat.Routes(n.api.Handle)
+	n.wechat.Routes(n.api.Handle)
 }
 
 // sealedTokens keeps WeChat access tokens in Redis sealed under the master

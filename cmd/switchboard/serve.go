@@ -194,15 +194,16 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	if n.dispatch, err = dispatch.New(dispatch.Config{Store: n.store, Presence: n.live.presence, Events: n.pub, Logger: log}); err != nil {
 		return nil, false, err
 	}
+	if err := n.openChannels(ids); err != nil {
+		return nil, false, err
+	}
 	if n.api, err = api.New(api.Config{Auth: authSvc, Checks: n.checks, Logger: log, Console: &api.Console{
 		Store: n.store, Replies: n.outbound, Events: n.pub, Timelines: n.live.timelines, Fanout: n.live.fanout,
-		Presence: n.live.presence, Dispatch: n.dispatch,
+		Presence: n.live.presence, Dispatch: n.dispatch, Typing: n.wechat,
 	}}); err != nil {
 		return nil, false, err
 	}
-	if err := n.routeChannels(ids); err != nil {
-		return nil, false, err
-	}
+	n.routeChannels()
 	n.routeWeb()
 	if n.router, err = n.bus.NewRouter(); err != nil {
 		return nil, false, err

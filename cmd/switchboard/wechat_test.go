@@ -64,6 +64,24 @@ func TestWeChatEndToEnd(t *testing.T) {
 	if c["channel_id"] != ch.ID || c["reply_deadline"] == nil {
 		t.Fatalf("conversation = %v, want channel %s with a reply deadline", c, ch.ID)
 	}
+	// The agent types: the customer sees WeChat's "typing", then not.
+	dev.send(map[string]any{"type": "typing", "conversation_id": convID, "typing": true})
+	dev.send(map[string]any{"type": "typing", "conversation_id": convID, "typing": false})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ty := fake.Typing()
+		if len(ty) == 2 {
+			if ty[0].ToUser != openid || ty[0].Command != "Typing" || ty[1].Command != "CancelTyping" {
+				t.Fatalf("WeChat typing calls = %+v", ty)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("WeChat typing calls = %+v, want Typing then CancelTyping", ty)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+
 	msgs := s.mustCall("GET", "/v1/conversations/"+convID+"/messages?after_seq=0", tok, nil, 200)
 	if n := len(msgs["messages"].([]any)); n != 1 {
 		t.Fatalf("%d messages after a push and its retry, want 1: %v", n, msgs)
@@ -105,7 +123,7 @@ func TestWeChatEndToEnd(t *testing.T) {
 	if status, body, err := p.PushMessage(t.Context(), follow); err != nil || status != http.StatusOK || string(body) != "success" {
 		t.Fatalf("follow push = %d %q %v", status, body, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		resolved := s.mustCall("GET", "/v1/conversations?status=resolved", tok, nil, 200)["conversations"].([]any)
 		if len(resolved) == 1 {

@@ -239,6 +239,7 @@ type Connector struct {
 	channels map[conv.ChannelID]*channel
 	sent     sentCache
 	checked  checkedContacts
+	typing   typingState
 }
 
 // New returns a Connector.
