@@ -197,6 +197,7 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	if err := n.openChannels(ids); err != nil {
 		return nil, false, err
 	}
+	n.closers = append(n.closers, n.webchat.Close)
 	if n.api, err = api.New(api.Config{Auth: authSvc, Checks: n.checks, Logger: log, Console: &api.Console{
 		Store: n.store, Replies: n.outbound, Events: n.pub, Timelines: n.live.timelines, Fanout: n.live.fanout,
 		Presence: n.live.presence, Dispatch: n.dispatch, Typing: n.wechat,

@@ -4,18 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/inbox"
 	"github.com/switchboard-hq/switchboard/core/live"
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/internal/wsframe"
+	"github.com/switchboard-hq/switchboard/internal/wspoll"
 )
 
 // Visitor frame flood limits: sustained frames a second, and burst.
@@ -29,26 +29,15 @@ const (
 
 // socket is GET /v1/widget/ws?token=VISITOR_TOKEN.
 //
-// One goroutine per socket: this handler's, reading frames and acting on
-// them. Notes for the visitor arrive through the router and are queued;
-// a writer goroutine exists only while the queue is not empty.
+// No goroutine per socket: after the handshake the connection belongs to
+// the connector's epoll poller (internal/wspoll), which calls OnMessage
+// when a frame arrives. Frames for the visitor are queued, and a writer
+// goroutine exists only while the queue is not empty; frames from the
+// visitor likewise get a handler goroutine only while some are waiting.
+// An idle visitor costs its session struct and the kernel's socket.
 func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	var (
-		v      conv.Visitor
-		ch     conv.Channel
-		cfg    ChannelConfig
-		err    error
-		online bool
-	)
-	// The lookups run on a goroutine of their own: SQLite's call chains
-	// are deep, and this goroutine lives as long as the socket — its
-	// stack should stay the small one an idle read needs.
-	onOwnStack(func() {
-		if v, ch, cfg, err = c.visitor(ctx, bearerOrQuery(r)); err == nil {
-			online = c.agentsOnline(ctx, ch)
-		}
-	})
+	v, ch, cfg, err := c.visitor(ctx, bearerOrQuery(r))
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -57,38 +46,28 @@ func (c *Connector) socket(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	// The channel's allowlist was checked above; the library's own
-	// same-host check would refuse every embedding site.
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	online := c.agentsOnline(ctx, ch)
+	// The channel's allowlist was checked above.
+	ws, err := wspoll.Upgrade(w, r, wspoll.Options{MaxMessage: wsframe.MaxFrame})
 	if err != nil {
+		return // Upgrade answered
+	}
+	// The session outlives this handler: its context must not end with
+	// the request's.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	vs := &visitorSession{c: c, v: v, ch: ch, conn: ws, ctx: sctx, cancel: cancel, online: online,
+		lim: wsframe.Limiter{Rate: visitorRate, Burst: visitorBurst}}
+	if err := c.router.add(sctx, vs); err != nil {
+		cancel()
+		ws.Close(wspoll.StatusInternalError, "server error")
 		return
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	vs := &visitorSession{c: c, v: v, ch: ch, conn: wsframe.New(ws), ctx: ctx, cancel: cancel, online: online}
-	err = vs.run()
-	switch {
-	case websocket.CloseStatus(err) != -1 || errors.Is(err, context.Canceled):
+	vs.push(map[string]any{"type": "presence", "agents_online": online})
+	if err := c.poller.Serve(ws, vs); err != nil {
+		c.router.remove(vs)
+		cancel()
 		ws.CloseNow()
-	case errors.Is(err, errSlow):
-		ws.Close(websocket.StatusPolicyViolation, "too slow to read")
-	default:
-		c.cfg.Logger.WarnContext(ctx, "visitor socket ended", "visitor", v.ID, "err", err)
-		ws.Close(websocket.StatusInternalError, "server error")
 	}
-}
-
-// onOwnStack runs fn on a fresh goroutine and waits for it.
-func onOwnStack(fn func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	<-done
 }
 
 type pendingSend struct {
@@ -100,57 +79,98 @@ type pendingSend struct {
 // closed (the widget reconnects and resumes by seq).
 const maxQueue = 256
 
+// maxInbox bounds a visitor's frames waiting to be handled; the flood
+// limit keeps it far below in practice.
+const maxInbox = 32
+
 var errSlow = errors.New("visitor too slow to read")
 
 type visitorSession struct {
 	c      *Connector
 	v      conv.Visitor
 	ch     conv.Channel
-	conn   *wsframe.Conn
+	conn   *wspoll.Conn
 	ctx    context.Context
 	cancel context.CancelFunc
+	lim    wsframe.Limiter // OnMessage only (never concurrent)
 
-	mu      sync.Mutex
-	pending map[string]pendingSend // sends by external id, until acked
-	timer   *time.Timer            // checks pending sends in the store
-	out     []any                  // frames waiting for the writer
-	writing bool
-	online  bool
-	err     error // why the writer gave up
+	mu       sync.Mutex
+	pending  map[string]pendingSend // sends by external id, until acked
+	timer    *time.Timer            // checks pending sends in the store
+	out      []any                  // frames waiting for the writer
+	writing  bool
+	in       []wsframe.Frame // frames waiting for the handler
+	handling bool
+	online   bool
+	err      error // why the session ended
 }
 
-func (vs *visitorSession) run() error {
-	if err := vs.c.router.add(vs.ctx, vs); err != nil {
-		return err
+// OnMessage takes one frame from the visitor (on a poller worker: it only
+// checks and queues; the store and the bus are the handler's business).
+func (vs *visitorSession) OnMessage(_ *wspoll.Conn, text bool, payload []byte) {
+	if !vs.lim.Allow(time.Now()) {
+		vs.push(errorFrame("rate_limited", "you are sending too fast; slow down"))
+		return
 	}
-	defer vs.c.router.remove(vs)
-	defer vs.stopTimer()
-	vs.push(map[string]any{"type": "presence", "agents_online": vs.online})
-	lim := wsframe.Limiter{Rate: visitorRate, Burst: visitorBurst}
+	if !text {
+		vs.push(errorFrame("invalid", "frames are JSON text"))
+		return
+	}
+	f, err := wsframe.Decode(payload)
+	if err != nil {
+		vs.push(errorFrame("invalid", err.Error()))
+		return
+	}
+	vs.mu.Lock()
+	if vs.err != nil {
+		vs.mu.Unlock()
+		return
+	}
+	if len(vs.in) >= maxInbox {
+		vs.mu.Unlock()
+		vs.push(errorFrame("rate_limited", "you are sending too fast; slow down"))
+		return
+	}
+	vs.in = append(vs.in, f)
+	start := !vs.handling
+	vs.handling = true
+	vs.mu.Unlock()
+	if start {
+		go vs.handle()
+	}
+}
+
+// handle acts on queued frames in order, then exits.
+func (vs *visitorSession) handle() {
 	for {
-		typ, b, err := vs.conn.WS().Read(vs.ctx)
-		if err != nil {
-			vs.mu.Lock()
-			defer vs.mu.Unlock()
-			if vs.err != nil {
-				return vs.err
-			}
-			return err
+		vs.mu.Lock()
+		if len(vs.in) == 0 || vs.err != nil {
+			vs.handling = false
+			vs.in = nil
+			vs.mu.Unlock()
+			return
 		}
-		if !lim.Allow(time.Now()) {
-			vs.push(errorFrame("rate_limited", "you are sending too fast; slow down"))
-			continue
-		}
-		if typ != websocket.MessageText {
-			vs.push(errorFrame("invalid", "frames are JSON text"))
-			continue
-		}
-		f, err := wsframe.Decode(b)
-		if err != nil {
-			vs.push(errorFrame("invalid", err.Error()))
-			continue
-		}
+		f := vs.in[0]
+		vs.in = vs.in[1:]
+		vs.mu.Unlock()
 		vs.frame(f)
+	}
+}
+
+// OnClose ends the session, whoever closed the socket.
+func (vs *visitorSession) OnClose(_ *wspoll.Conn, err error) {
+	vs.cancel()
+	vs.c.router.remove(vs)
+	vs.stopTimer()
+	vs.mu.Lock()
+	if vs.err == nil {
+		vs.err = err
+	}
+	vs.out = nil
+	vs.mu.Unlock()
+	if wspoll.CloseStatus(err) == -1 && !errors.Is(err, wspoll.ErrClosed) && !errors.Is(err, wspoll.ErrPollerClosed) &&
+		!errors.Is(err, io.EOF) && !errors.Is(err, errSlow) {
+		vs.c.cfg.Logger.WarnContext(vs.ctx, "visitor socket ended", "visitor", vs.v.ID, "err", err)
 	}
 }
 
@@ -158,26 +178,34 @@ func errorFrame(code, msg string) map[string]string {
 	return map[string]string{"type": "error", "code": code, "message": msg}
 }
 
-// push queues a frame for the visitor and makes sure a writer runs.
+// push queues a frame for the visitor and makes sure a writer runs. A
+// visitor who lets maxQueue frames pile up is disconnected (policy
+// violation); the widget reconnects and resumes by seq.
 func (vs *visitorSession) push(frames ...any) {
 	vs.mu.Lock()
-	defer vs.mu.Unlock()
 	if vs.err != nil {
+		vs.mu.Unlock()
 		return
 	}
 	if len(vs.out)+len(frames) > maxQueue {
 		vs.err = errSlow
+		vs.out = nil
+		vs.mu.Unlock()
 		vs.cancel()
+		go vs.conn.Close(wspoll.StatusPolicyViolation, "too slow to read")
 		return
 	}
 	vs.out = append(vs.out, frames...)
-	if !vs.writing {
-		vs.writing = true
+	start := !vs.writing
+	vs.writing = true
+	vs.mu.Unlock()
+	if start {
 		go vs.write()
 	}
 }
 
-// write sends queued frames in order, then exits.
+// write sends queued frames in order, then exits. A failed write closes
+// the socket (wspoll), which ends the session through OnClose.
 func (vs *visitorSession) write() {
 	for {
 		vs.mu.Lock()
@@ -190,7 +218,13 @@ func (vs *visitorSession) write() {
 		f := vs.out[0]
 		vs.out = vs.out[1:]
 		vs.mu.Unlock()
-		if err := vs.conn.Send(vs.ctx, f); err != nil {
+		b, err := jsonMarshal(f)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(vs.ctx, 10*time.Second)
+			err = vs.conn.WriteText(ctx, b)
+			cancel()
+		}
+		if err != nil {
 			vs.mu.Lock()
 			if vs.err == nil {
 				vs.err = err
@@ -208,7 +242,7 @@ func (vs *visitorSession) frame(f wsframe.Frame) {
 			ext string
 			err error
 		)
-		onOwnStack(func() { ext, err = vs.c.send(vs.ctx, vs.v, f.ClientID, f.Text, f.Parts) })
+		ext, err = vs.c.send(vs.ctx, vs.v, f.ClientID, f.Text, f.Parts)
 		if errors.Is(err, conv.ErrInvalid) {
 			vs.push(errorFrame("invalid", userMessage(err)))
 			return
@@ -230,9 +264,9 @@ func (vs *visitorSession) frame(f wsframe.Frame) {
 		}
 		vs.mu.Unlock()
 	case "resume":
-		onOwnStack(func() { vs.resume(f.AfterSeq) })
+		vs.resume(f.AfterSeq)
 	case "typing":
-		onOwnStack(func() { vs.typing(f.Typing) })
+		vs.typing(f.Typing)
 	case "ping":
 		vs.push(map[string]string{"type": "pong"})
 	default:

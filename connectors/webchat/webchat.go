@@ -39,6 +39,7 @@ import (
 	"github.com/switchboard-hq/switchboard/core/live"
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/internal/media"
+	"github.com/switchboard-hq/switchboard/internal/wspoll"
 )
 
 // Identity kinds the channel creates.
@@ -75,6 +76,8 @@ type Config struct {
 type Connector struct {
 	cfg    Config
 	router *router
+	// poller owns the visitors' sockets between frames (epoll).
+	poller *wspoll.Poller
 }
 
 // New returns a Connector.
@@ -91,10 +94,18 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 15 * time.Second
 	}
-	c := &Connector{cfg: cfg}
+	poller, err := wspoll.NewPoller(wspoll.PollerConfig{Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("webchat: %w", err)
+	}
+	c := &Connector{cfg: cfg, poller: poller}
 	c.router = newRouter(c)
 	return c, nil
 }
+
+// Close disconnects every visitor socket (going away, 1001); the widgets
+// reconnect to another node or after a restart.
+func (c *Connector) Close() error { return c.poller.Close() }
 
 // ChannelConfig is a webchat channel's non-secret configuration.
 type ChannelConfig struct {
