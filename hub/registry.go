@@ -20,6 +20,9 @@ type Kind struct {
 	Required []string
 	// Check, if set, validates the non-secret config further.
 	Check func(config map[string]any) error
+	// CheckSecrets, if set, validates the secret fields (their shape only:
+	// an error must not echo a value).
+	CheckSecrets func(secrets map[string]string) error
 }
 
 // Registry knows the channel kinds this build supports. Connectors register
@@ -85,6 +88,11 @@ func (r *Registry) Split(kind conv.ChannelKind, raw []byte) (config json.RawMess
 	}
 	if k.Check != nil {
 		if err := k.Check(fields); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s config: %v", conv.ErrInvalid, kind, err)
+		}
+	}
+	if k.CheckSecrets != nil {
+		if err := k.CheckSecrets(secrets); err != nil {
 			return nil, nil, fmt.Errorf("%w: %s config: %v", conv.ErrInvalid, kind, err)
 		}
 	}

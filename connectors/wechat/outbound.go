@@ -3,6 +3,8 @@ package wechat
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,30 +18,42 @@ import (
 	"github.com/switchboard-hq/switchboard/internal/media"
 )
 
-// client returns the API client of ch, creating it (and its token
-// provider) on first use. Clients live as long as the channel's cache
-// entry: a changed config or secret takes effect with the next reload.
+// client returns the API client of ch's app. Clients (with their token
+// provider and circuit breaker) are kept per app, kind, API base and
+// secret, so they outlive the channel cache's reloads and a changed secret
+// or api_base gets a fresh one.
 func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
-	ch.clientOnce.Do(func() {
-		kind := wxapi.KindOA
-		if ch.Kind == conv.KindWeChatMP {
-			kind = wxapi.KindMP
-		}
-		secret := ch.Secrets[SecretAppSecret]
-		var tokens *wxapi.SharedTokens
-		tokens, ch.clientErr = wxapi.NewSharedTokens(wxapi.TokensConfig{
-			AppID: ch.cfg.AppID, Secret: secret, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
-			Cache: c.cfg.TokenCache, Lease: c.cfg.Lease, Holder: c.cfg.Holder, Logger: c.cfg.Logger,
-		})
-		if ch.clientErr != nil {
-			return
-		}
-		ch.api, ch.clientErr = wxapi.New(wxapi.Config{
-			AppID: ch.cfg.AppID, Secret: secret, Kind: kind, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
-			Tokens: tokens, Logger: c.cfg.Logger.With("channel", ch.ID),
-		})
+	secret := ch.Secrets[SecretAppSecret]
+	sum := sha256.Sum256([]byte(secret))
+	key := strings.Join([]string{string(ch.Kind), ch.cfg.AppID, ch.cfg.APIBase, hex.EncodeToString(sum[:8])}, "|")
+	c.clientsMu.Lock()
+	defer c.clientsMu.Unlock()
+	if api, ok := c.clients[key]; ok {
+		return api, nil
+	}
+	kind := wxapi.KindOA
+	if ch.Kind == conv.KindWeChatMP {
+		kind = wxapi.KindMP
+	}
+	tokens, err := wxapi.NewSharedTokens(wxapi.TokensConfig{
+		AppID: ch.cfg.AppID, Secret: secret, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
+		Cache: c.cfg.TokenCache, Lease: c.cfg.Lease, Holder: c.cfg.Holder, Logger: c.cfg.Logger,
 	})
-	return ch.api, ch.clientErr
+	if err != nil {
+		return nil, err
+	}
+	api, err := wxapi.New(wxapi.Config{
+		AppID: ch.cfg.AppID, Secret: secret, Kind: kind, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
+		Tokens: tokens, Logger: c.cfg.Logger.With("app", ch.cfg.AppID),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.clients == nil {
+		c.clients = make(map[string]*wxapi.Client)
+	}
+	c.clients[key] = api
+	return api, nil
 }
 
 // maxImageBytes is WeChat's limit for an uploaded image.

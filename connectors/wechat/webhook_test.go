@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
+	"github.com/switchboard-hq/switchboard/hub"
 	"github.com/switchboard-hq/switchboard/store/sqlite"
 )
 
@@ -346,5 +347,31 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("api_base = %q, want the trailing slash trimmed", c.APIBase)
 			}
 		})
+	}
+}
+
+func TestKindsRefuseBadConfig(t *testing.T) {
+	reg := hub.NewRegistry(wechat.Kinds()...)
+	for _, tc := range []struct {
+		name, raw, want string
+	}{
+		{"misspelled secret", `{"app_id":"wx1","app_secret":"s","token":"tok","encodingAESKey":"` + aesKey + `"}`, `unknown field "encodingAESKey"`},
+		{"short key", `{"app_id":"wx1","app_secret":"s","token":"tok","encoding_aes_key":"tooShortKey"}`, "encoding_aes_key is not an EncodingAESKey"},
+		{"token length", `{"app_id":"wx1","app_secret":"s","token":"t"}`, "token must be 3 to 32 characters"},
+		{"previous without current", `{"app_id":"wx1","app_secret":"s","token":"tok","previous_encoding_aes_key":"` + prevKey + `"}`, "needs encoding_aes_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := reg.Split(conv.KindWeChatOA, []byte(tc.raw))
+			if !errors.Is(err, conv.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Split = %v, want ErrInvalid saying %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "tooShortKey") || strings.Contains(err.Error(), aesKey) {
+				t.Fatalf("error echoes a secret: %v", err)
+			}
+		})
+	}
+	config, secrets, err := reg.Split(conv.KindWeChatOA, []byte(`{"app_id":"wx1","app_secret":"s","token":"tok","encoding_aes_key":"`+aesKey+`"}`))
+	if err != nil || strings.Contains(string(config), aesKey) || secrets["encoding_aes_key"] != aesKey {
+		t.Fatalf("good config: %s %v %v", config, secrets, err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,13 +74,24 @@ func Kinds() []hub.Kind {
 	secrets := []string{SecretAppSecret, SecretToken, SecretAESKey, SecretPrevAESKey}
 	required := []string{"app_id", SecretAppSecret, SecretToken}
 	return []hub.Kind{
-		{Name: conv.KindWeChatOA, Secrets: secrets, Required: required, Check: checkConfig(conv.KindWeChatOA)},
-		{Name: conv.KindWeChatMP, Secrets: secrets, Required: required, Check: checkConfig(conv.KindWeChatMP)},
+		{Name: conv.KindWeChatOA, Secrets: secrets, Required: required, Check: checkConfig(conv.KindWeChatOA), CheckSecrets: checkSecrets},
+		{Name: conv.KindWeChatMP, Secrets: secrets, Required: required, Check: checkConfig(conv.KindWeChatMP), CheckSecrets: checkSecrets},
 	}
 }
 
+// configFields are the non-secret config fields; anything else is refused
+// at creation, so that a misspelled secret ("encodingAESKey") is not
+// stored in the clear.
+var configFields = []string{"app_id", "api_base", "data_format", "original_id", "media_max_bytes"}
+
 func checkConfig(kind conv.ChannelKind) func(map[string]any) error {
 	return func(fields map[string]any) error {
+		for name := range fields {
+			if !slices.Contains(configFields, name) {
+				return fmt.Errorf("unknown field %q (config fields: %s; secret fields: %s, %s, %s, %s)", name,
+					strings.Join(configFields, ", "), SecretAppSecret, SecretToken, SecretAESKey, SecretPrevAESKey)
+			}
+		}
 		raw, err := json.Marshal(fields)
 		if err != nil {
 			return err
@@ -87,6 +99,24 @@ func checkConfig(kind conv.ChannelKind) func(map[string]any) error {
 		_, err = ParseConfig(kind, raw)
 		return err
 	}
+}
+
+// checkSecrets checks the secrets' shapes as WeChat's console defines them.
+func checkSecrets(secrets map[string]string) error {
+	if t := secrets[SecretToken]; len(t) < 3 || len(t) > 32 {
+		return fmt.Errorf("%s must be 3 to 32 characters, as in WeChat's server configuration", SecretToken)
+	}
+	for _, name := range []string{SecretAESKey, SecretPrevAESKey} {
+		if k, ok := secrets[name]; ok && k != "" {
+			if _, err := wire.DecodeAESKey(k); err != nil {
+				return fmt.Errorf("%s is not an EncodingAESKey (43 characters from WeChat's console)", name)
+			}
+		}
+	}
+	if secrets[SecretPrevAESKey] != "" && secrets[SecretAESKey] == "" {
+		return fmt.Errorf("%s needs %s", SecretPrevAESKey, SecretAESKey)
+	}
+	return nil
 }
 
 // ChannelConfig is a WeChat channel's non-secret configuration.
@@ -147,10 +177,6 @@ type channel struct {
 	cipher *wire.Cipher // nil in plaintext mode
 	format wire.Format
 	loaded time.Time
-
-	clientOnce sync.Once
-	api        *wxapi.Client
-	clientErr  error
 }
 
 func newChannel(ch conv.Channel, now time.Time) (*channel, error) {
@@ -240,6 +266,9 @@ type Connector struct {
 	sent     sentCache
 	checked  checkedContacts
 	typing   typingState
+
+	clientsMu sync.Mutex
+	clients   map[string]*wxapi.Client
 }
 
 // New returns a Connector.

@@ -131,7 +131,7 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 		if out, err = s.target(ctx, tx, c); err != nil {
 			return err
 		}
-		if err := s.checkQuota(ctx, tx, c, out.Kind); err != nil {
+		if err := s.checkQuota(ctx, tx, c, out.Kind, len(r.Parts)); err != nil {
 			return err
 		}
 		msg, err = tx.AppendMessage(ctx, conv.Message{
@@ -169,10 +169,11 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 	return msg, nil
 }
 
-// checkQuota refuses a reply when the replies sent since the customer's
-// last message have used the channel's quota. Failed replies do not count:
-// the channel did not take them.
-func (s *Service) checkQuota(ctx context.Context, tx storage.Tx, c conv.Conversation, kind conv.ChannelKind) error {
+// checkQuota refuses a reply of parts parts when it would pass the
+// channel's quota of sends since the customer's last message. A part is a
+// send (WeChat takes a text and an image as two messages); failed replies
+// do not count: the channel did not take them.
+func (s *Service) checkQuota(ctx context.Context, tx storage.Tx, c conv.Conversation, kind conv.ChannelKind, parts int) error {
 	quota := s.cfg.ReplyQuota[kind]
 	if quota <= 0 {
 		return nil
@@ -183,16 +184,16 @@ func (s *Service) checkQuota(ctx context.Context, tx storage.Tx, c conv.Conversa
 	if err != nil {
 		return err
 	}
-	if used := RepliesSinceCustomer(recent); used >= quota {
-		return fmt.Errorf("%w: %s accepts %d replies per customer message and %d were sent since the customer last wrote; wait for the customer's next message",
-			conv.ErrConflict, kind, quota, used)
+	if used := RepliesSinceCustomer(recent); used+parts > quota {
+		return fmt.Errorf("%w: %s accepts %d messages per customer message; %d were sent since the customer last wrote and this reply is %d more; wait for the customer's next message",
+			conv.ErrConflict, kind, quota, used, parts)
 	}
 	return nil
 }
 
-// RepliesSinceCustomer counts the outbound messages the channel took
-// (not failed, not recalled-before-sending) after the newest customer
-// message in msgs (ascending seq order).
+// RepliesSinceCustomer counts the sends the channel took after the newest
+// customer message in msgs (ascending seq order): every part of every
+// outbound message that did not fail.
 func RepliesSinceCustomer(msgs []conv.Message) int {
 	n := 0
 	for i := len(msgs) - 1; i >= 0; i-- {
@@ -201,7 +202,7 @@ func RepliesSinceCustomer(msgs []conv.Message) int {
 			break
 		}
 		if m.Direction == conv.Out && m.Status != conv.MsgFailed {
-			n++
+			n += max(1, len(m.Parts))
 		}
 	}
 	return n

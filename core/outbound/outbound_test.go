@@ -94,4 +94,16 @@ func TestReplyQuotaPerCustomerMessage(t *testing.T) {
 	if _, err := reply(); err != nil {
 		t.Fatalf("reply after the customer wrote again: %v", err)
 	}
+	// Each part is a send: 1 used + 5 parts passes the quota of 5.
+	five := make([]conv.Part, 5)
+	for i := range five {
+		five[i] = conv.Part{Type: conv.PartText, Text: fmt.Sprint("part ", i)}
+	}
+	_, err = svc.Reply(ctx, tenant, outbound.Reply{ConversationID: c.ID, Sender: conv.Sender{Type: conv.SenderAgent, ID: "1"}, Parts: five})
+	if !errors.Is(err, conv.ErrConflict) {
+		t.Fatalf("a 5-part reply after 1 send = %v, want ErrConflict", err)
+	}
+	if _, err := svc.Reply(ctx, tenant, outbound.Reply{ConversationID: c.ID, Sender: conv.Sender{Type: conv.SenderAgent, ID: "1"}, Parts: five[:4]}); err != nil {
+		t.Fatalf("a 4-part reply after 1 send: %v", err)
+	}
 }

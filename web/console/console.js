@@ -448,7 +448,7 @@
       const m = S.recs[i].msg;
       if (!m) continue;
       if (m.direction === 'in' && m.sender && m.sender.type === 'contact') break;
-      if (m.direction === 'out' && m.status !== 'failed') used++;
+      if (m.direction === 'out' && m.status !== 'failed') used += Math.max(1, (m.parts || []).length);
     }
     return Math.max(0, quota - used);
   }
