@@ -129,7 +129,7 @@ func benchIdle(b *testing.B, n int, start idleServer) {
 	defer stop()
 	before := snapshot(b)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleClientProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "WSPOLL_IDLE_ADDR="+srv.Listener.Addr().String(), fmt.Sprintf("WSPOLL_IDLE_N=%d", n))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -172,40 +172,47 @@ func benchIdle(b *testing.B, n int, start idleServer) {
 	b.ReportMetric(float64(after.goroutines-before.goroutines)/float64(n), "goroutines/conn")
 }
 
-// TestIdleClientProcess is BenchmarkIdleConns's client, run in a child
-// process so that its sockets do not count in the server's memory. It
-// is skipped unless WSPOLL_IDLE_ADDR is set.
-func TestIdleClientProcess(t *testing.T) {
-	addr := os.Getenv("WSPOLL_IDLE_ADDR")
-	if addr == "" {
-		t.Skip("the client side of BenchmarkIdleConns")
+// TestMain runs BenchmarkIdleConns's client instead of the tests when the
+// test binary is started as that client (WSPOLL_IDLE_ADDR set): a child
+// process, so that its sockets do not count in the server's memory.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("WSPOLL_IDLE_ADDR"); addr != "" {
+		if err := idleClient(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "idle client:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+func idleClient(addr string) error {
 	n, err := strconv.Atoi(os.Getenv("WSPOLL_IDLE_N"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	conns := make([]net.Conn, 0, n)
 	hello := append([]byte(handshake), text("hi")...)
 	for range n {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if _, err := nc.Write(hello); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		br := bufio.NewReader(nc)
 		var head []byte
 		for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
 			c, err := br.ReadByte()
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			head = append(head, c)
 		}
 		var echo [4]byte
 		if _, err := io.ReadFull(br, echo[:]); err != nil || string(echo[2:]) != "hi" {
-			t.Fatalf("echo %q, %v", echo, err)
+			return fmt.Errorf("echo %q, %v", echo, err)
 		}
 		conns = append(conns, nc)
 	}
@@ -214,4 +221,5 @@ func TestIdleClientProcess(t *testing.T) {
 	for _, nc := range conns {
 		_ = nc.Close()
 	}
+	return nil
 }
