@@ -201,7 +201,7 @@ func (as *agentSession) run(ctx context.Context) error {
 					return err
 				}
 			case len(note.Event) > 0:
-				if err := as.conn.Send(ctx, map[string]any{"type": "event", "event": note.Event}); err != nil {
+				if err := as.conn.SendRaw(ctx, wsframe.EventFrame(0, note.Event)); err != nil {
 					return err
 				}
 			case note.Cursor > sent && resumed:
@@ -258,7 +258,7 @@ func (as *agentSession) catchUp(ctx context.Context, sent *int64) error {
 			return err
 		}
 		for _, e := range entries {
-			if err := as.conn.Send(ctx, map[string]any{"type": "event", "cursor": e.Cursor, "event": json.RawMessage(e.Event)}); err != nil {
+			if err := as.conn.SendRaw(ctx, wsframe.EventFrame(e.Cursor, e.Event)); err != nil {
 				return err
 			}
 			*sent = e.Cursor

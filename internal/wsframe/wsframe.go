@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -94,6 +95,33 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ws.Write(ctx, websocket.MessageText, b)
+}
+
+// SendRaw writes b, already encoded JSON, as one text frame within 10
+// seconds.
+func (c *Conn) SendRaw(ctx context.Context, b []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ws.Write(ctx, websocket.MessageText, b)
+}
+
+// EventFrame encodes {"type":"event","cursor":cursor,"event":event} around
+// event, an encoded JSON object, without decoding it again (json.Marshal
+// would re-validate and compact it, a large share of a busy console's
+// CPU). cursor 0 is left out.
+func EventFrame(cursor int64, event []byte) []byte {
+	b := make([]byte, 0, len(event)+48)
+	b = append(b, `{"type":"event",`...)
+	if cursor != 0 {
+		b = append(b, `"cursor":`...)
+		b = strconv.AppendInt(b, cursor, 10)
+		b = append(b, ',')
+	}
+	b = append(b, `"event":`...)
+	b = append(b, event...)
+	return append(b, '}')
 }
 
 // Error sends an error frame; the socket stays open.

@@ -1,7 +1,9 @@
 package wsframe
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -81,4 +83,23 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted an invalid frame %+v", fr)
 		}
 	})
+}
+
+func TestEventFrame(t *testing.T) {
+	ev := []byte(`{"type":"message.created","message":{"id":"1","text":"a \"quoted\" 你好"}}`)
+	for _, cursor := range []int64{0, 7, 1 << 53} {
+		var got, want map[string]any
+		if err := json.Unmarshal(EventFrame(cursor, ev), &got); err != nil {
+			t.Fatalf("cursor %d: not JSON: %v", cursor, err)
+		}
+		w := map[string]any{"type": "event", "event": json.RawMessage(ev)}
+		if cursor != 0 {
+			w["cursor"] = cursor
+		}
+		b, _ := json.Marshal(w)
+		json.Unmarshal(b, &want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("cursor %d: EventFrame = %v, want %v", cursor, got, want)
+		}
+	}
 }
