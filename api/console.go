@@ -13,6 +13,7 @@ import (
 	"github.com/switchboard-hq/switchboard/core/live"
 	"github.com/switchboard-hq/switchboard/core/outbound"
 	"github.com/switchboard-hq/switchboard/core/storage"
+	"github.com/switchboard-hq/switchboard/internal/media"
 )
 
 // RecallWindow is how long after sending an agent may recall a message.
@@ -46,6 +47,9 @@ type Console struct {
 	// a refresh (default 60s; sockets refresh every third of it).
 	PresenceTTL time.Duration
 	Now         func() time.Time
+	// Media stores files agents attach (POST /v1/uploads); without it
+	// uploads answer 503.
+	Media *media.Store
 	// Typing, if set, also hears agents' typing, for channels that show it
 	// through their own API (WeChat's customer-service typing).
 	Typing TypingSink
@@ -79,6 +83,7 @@ func (s *Server) routeConsole() {
 	s.mux.HandleFunc("GET /v1/conversations/{id}", s.authed(s.getConversation))
 	s.mux.HandleFunc("GET /v1/conversations/{id}/messages", s.authed(s.listMessages))
 	s.mux.HandleFunc("POST /v1/conversations/{id}/messages", s.authed(s.postMessage))
+	s.mux.HandleFunc("POST /v1/uploads", s.authed(s.upload))
 	s.mux.HandleFunc("POST /v1/conversations/{id}/read", s.authed(s.markRead))
 	s.mux.HandleFunc("POST /v1/conversations/{id}/assign", s.authed(s.assign))
 	s.mux.HandleFunc("POST /v1/conversations/{id}/resolve", s.authed(s.resolve))
@@ -345,8 +350,11 @@ func PageMessages(r *http.Request, store storage.Store, tenant conv.TenantID, id
 }
 
 type postMessageRequest struct {
-	Text     string `json:"text"`
-	ClientID string `json:"client_id"`
+	Text string `json:"text"`
+	// Parts are files the agent uploaded (POST /v1/uploads), sent after
+	// the text.
+	Parts    []conv.Part `json:"parts"`
+	ClientID string      `json:"client_id"`
 }
 
 // MaxText bounds one text message.
@@ -358,18 +366,31 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess sessio
 	if !ok {
 		return
 	}
-	if req.Text == "" {
-		s.writeError(w, r, fmt.Errorf("%w: text is required", conv.ErrInvalid))
+	if req.Text == "" && len(req.Parts) == 0 {
+		s.writeError(w, r, fmt.Errorf("%w: text or parts is required", conv.ErrInvalid))
 		return
 	}
 	if len(req.Text) > MaxText {
 		s.writeError(w, r, fmt.Errorf("%w: text longer than %d bytes", errTooLarge, MaxText))
 		return
 	}
+	var parts []conv.Part
+	if req.Text != "" {
+		parts = append(parts, conv.Part{Type: conv.PartText, Text: req.Text})
+	}
+	for _, p := range req.Parts {
+		// Only files uploaded to this tenant's media: an agent cannot make
+		// a channel fetch an arbitrary URL.
+		if (p.Type != conv.PartImage && p.Type != conv.PartFile) || !media.Owned(p.URL, sess.agent.TenantID) {
+			s.writeError(w, r, fmt.Errorf("%w: parts must be files uploaded with POST /v1/uploads", conv.ErrInvalid))
+			return
+		}
+		parts = append(parts, conv.Part{Type: p.Type, URL: p.URL, Name: p.Name, MIME: p.MIME, Size: p.Size})
+	}
 	m, err := s.cfg.Console.Replies.Reply(r.Context(), sess.agent.TenantID, outbound.Reply{
 		ConversationID: id,
 		Sender:         conv.Sender{Type: conv.SenderAgent, ID: sess.agent.ID.String(), Name: sess.agent.Name},
-		Parts:          []conv.Part{{Type: conv.PartText, Text: req.Text}},
+		Parts:          parts,
 		ClientID:       req.ClientID,
 	})
 	if err != nil {
@@ -377,6 +398,27 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess sessio
 		return
 	}
 	writeJSON(w, http.StatusCreated, m.Redacted())
+}
+
+// upload is POST /v1/uploads: a file an agent attaches to a reply, stored
+// in the tenant's media; the answer's part goes into the reply's parts.
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, sess session) {
+	if s.cfg.Console.Media == nil {
+		s.writeError(w, r, fmt.Errorf("%w: uploads are not configured", conv.ErrUnavailable))
+		return
+	}
+	part, err := s.cfg.Console.Media.Receive(w, r, sess.agent.TenantID, media.DefaultUpload)
+	switch {
+	case errors.Is(err, media.ErrTooLarge):
+		err = fmt.Errorf("%w: %v", ErrTooLarge, err)
+	case errors.Is(err, media.ErrType):
+		err = fmt.Errorf("%w: %v", ErrUnsupportedType, err)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"part": part})
 }
 
 type readRequest struct {

@@ -217,6 +217,7 @@ func (n *node) openChannels(ids *conv.IDGen) error {
 	if err != nil {
 		return err
 	}
+	n.media = ms
 	if n.webchat, err = webchat.New(webchat.Config{Store: n.store, Bus: n.pub, Fanout: n.live.fanout, Presence: n.live.presence,
 		Timelines: n.live.timelines, Media: ms, IDs: ids, Web: web.FS, Logger: n.log.With("connector", "webchat")}); err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"github.com/switchboard-hq/switchboard/core/ingest"
 	"github.com/switchboard-hq/switchboard/core/outbound"
 	"github.com/switchboard-hq/switchboard/hub"
+	"github.com/switchboard-hq/switchboard/internal/media"
 	"github.com/switchboard-hq/switchboard/hub/bus"
 	"github.com/switchboard-hq/switchboard/store/memory"
 	sbredis "github.com/switchboard-hq/switchboard/store/redis"
@@ -70,6 +71,7 @@ type node struct {
 	dispatch *dispatch.Dispatcher
 	webchat  *webchat.Connector
 	wechat   *wechat.Connector
+	media    *media.Store
 	// tokens shares WeChat access tokens between nodes (Redis); nil on
 	// a single node, where the connector keeps them in process.
 	tokens  wxapi.TokenCache
@@ -200,7 +202,7 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	n.closers = append(n.closers, n.webchat.Close)
 	if n.api, err = api.New(api.Config{Auth: authSvc, Checks: n.checks, Logger: log, Console: &api.Console{
 		Store: n.store, Replies: n.outbound, Events: n.pub, Timelines: n.live.timelines, Fanout: n.live.fanout,
-		Presence: n.live.presence, Dispatch: n.dispatch, Typing: n.wechat,
+		Presence: n.live.presence, Dispatch: n.dispatch, Typing: n.wechat, Media: n.media,
 	}}); err != nil {
 		return nil, false, err
 	}

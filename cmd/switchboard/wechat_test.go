@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"mime/multipart"
 	"net/http"
 	"strings"
 	"testing"
@@ -117,6 +118,48 @@ func TestWeChatEndToEnd(t *testing.T) {
 	if reason, _ := failed["event"].(map[string]any)["message"].(map[string]any)["status_reason"].(string); !strings.Contains(reason, "48-hour") {
 		t.Fatalf("failed reply's reason = %q, want the reply window explained", reason)
 	}
+
+	// The agent attaches a picture: uploaded to WeChat first, then sent
+	// as an image message with the media id WeChat gave.
+	png := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{0}, 200)...)
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	fw, _ := mw.CreateFormFile("file", "map.png")
+	fw.Write(png)
+	mw.Close()
+	req, _ := http.NewRequest("POST", "http://"+s.addr+"/v1/uploads", &form)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up struct {
+		Part map[string]any `json:"part"`
+	}
+	json.NewDecoder(resp.Body).Decode(&up)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || up.Part["type"] != "image" {
+		t.Fatalf("upload = %d %v", resp.StatusCode, up)
+	}
+	s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok, map[string]any{"parts": []any{up.Part}}, 201)
+	sent = fake.WaitSent(t, 2, 10*time.Second)
+	var img struct {
+		ToUser  string `json:"touser"`
+		MsgType string `json:"msgtype"`
+		Image   struct {
+			MediaID string `json:"media_id"`
+		} `json:"image"`
+	}
+	if err := json.Unmarshal(sent[1].Body, &img); err != nil || img.MsgType != "image" || img.ToUser != openid {
+		t.Fatalf("WeChat got %s, %v", sent[1].Body, err)
+	}
+	if m, ok := fake.Media(img.Image.MediaID); !ok || !bytes.Equal(m.Data, png) {
+		t.Fatalf("media %q not the uploaded picture (found %v)", img.Image.MediaID, ok)
+	}
+	// Parts must be our own uploads: no sending an arbitrary URL.
+	s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok,
+		map[string]any{"parts": []any{map[string]any{"type": "image", "url": "http://169.254.169.254/latest"}}}, 400)
 
 	// A new follower: recorded, but no conversation waits for an agent.
 	follow := wechattest.Event("gh_1234567890ab", "oFollower_only_0000000000000", "subscribe", "qrscene_spring", time.Now().Unix())

@@ -5,11 +5,8 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"mime/multipart"
 	"net/http"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -277,78 +274,23 @@ func (c *Connector) upload(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	tooLarge := fmt.Errorf("%w: the file is larger than %s", api.ErrTooLarge, humanBytes(cfg.UploadMaxBytes))
-	if r.ContentLength > cfg.UploadMaxBytes+64<<10 {
-		c.fail(w, r, tooLarge)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, cfg.UploadMaxBytes+64<<10)
-	mr, err := r.MultipartReader()
+	part, err := c.cfg.Media.Receive(w, r, v.TenantID, media.Upload{MaxBytes: cfg.UploadMaxBytes, Types: cfg.UploadTypes})
 	if err != nil {
-		c.fail(w, r, fmt.Errorf("%w: expected multipart/form-data with a file field", conv.ErrInvalid))
+		c.fail(w, r, mediaError(err))
 		return
 	}
-	var part *multipart.Part
-	for {
-		p, err := mr.NextPart()
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				c.fail(w, r, tooLarge)
-				return
-			}
-			c.fail(w, r, fmt.Errorf("%w: no file field in the upload", conv.ErrInvalid))
-			return
-		}
-		if p.FormName() == "file" {
-			part = p
-			break
-		}
-	}
-	head := make([]byte, 512)
-	n, err := io.ReadFull(part, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		c.fail(w, r, tooLargeOr(err, tooLarge))
-		return
-	}
-	head = head[:n]
-	mt, _, _ := strings.Cut(http.DetectContentType(head), ";")
-	if !slices.Contains(cfg.UploadTypes, mt) {
-		c.fail(w, r, fmt.Errorf("%w: files of type %s cannot be sent here (allowed: %s)", api.ErrUnsupportedType, mt, strings.Join(cfg.UploadTypes, ", ")))
-		return
-	}
-	key, size, err := c.cfg.Media.Put(v.TenantID, mt, io.MultiReader(strings.NewReader(string(head)), part), cfg.UploadMaxBytes)
-	if err != nil {
-		c.fail(w, r, tooLargeOr(err, tooLarge))
-		return
-	}
-	name := part.FileName()
-	if len(name) > 200 || !utf8.ValidString(name) {
-		name = "file"
-	}
-	typ := conv.PartFile
-	if strings.HasPrefix(mt, "image/") {
-		typ = conv.PartImage
-	}
-	api.WriteJSON(w, http.StatusCreated, map[string]any{"part": conv.Part{Type: typ, URL: c.cfg.Media.URL(key), Name: name, MIME: mt, Size: size}})
+	api.WriteJSON(w, http.StatusCreated, map[string]any{"part": part})
 }
 
-func tooLargeOr(err, tooLarge error) error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) || errors.Is(err, media.ErrTooLarge) {
-		return tooLarge
+// mediaError gives an upload error its HTTP meaning.
+func mediaError(err error) error {
+	switch {
+	case errors.Is(err, media.ErrTooLarge):
+		return fmt.Errorf("%w: %v", api.ErrTooLarge, err)
+	case errors.Is(err, media.ErrType):
+		return fmt.Errorf("%w: %v", api.ErrUnsupportedType, err)
 	}
 	return err
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 func (c *Connector) serveMedia(w http.ResponseWriter, r *http.Request) {

@@ -123,8 +123,8 @@ type ChannelConfig struct {
 
 // Default upload settings.
 var (
-	DefaultUploadMaxBytes int64 = 10 << 20
-	DefaultUploadTypes          = []string{"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+	DefaultUploadMaxBytes = media.DefaultUpload.MaxBytes
+	DefaultUploadTypes    = media.DefaultUpload.Types
 )
 
 // ParseConfig decodes and checks a channel's config.

@@ -512,13 +512,40 @@
     scrollDown();
     post(r);
   }
+  // sendFile uploads a file the agent picked, then sends it as a reply
+  // (the channel carries it: WeChat receives it as an image message).
+  async function sendFile(file) {
+    if (!file || !S.openId) return;
+    const r = { local: true, clientId: newID(), conv: S.openId, text: '',
+      msg: { direction: 'out', conversation_id: S.openId, sender: { type: 'agent', id: me(), name: S.agent.name }, parts: [{ type: 'file', name: file.name, size: file.size }], created_at: new Date().toISOString() } };
+    S.byClient.set(r.clientId, r);
+    r.status = 'sending';
+    renderRec(r);
+    place(r);
+    scrollDown();
+    try {
+      const form = new FormData();
+      form.append('file', file);
+      const res = await fetch('/v1/uploads', { method: 'POST', headers: { Authorization: 'Bearer ' + S.token }, body: form });
+      const body = await res.json().catch(() => ({}));
+      if (!res.ok) throw apiError(res.status, body.error && body.error.code, (body.error && body.error.message) || 'upload failed');
+      r.parts = [body.part];
+      r.msg.parts = [body.part];
+      post(r);
+    } catch (e) {
+      r.status = 'failed';
+      r.error = e.message;
+      renderRec(r);
+      fail(e);
+    }
+  }
   async function post(r) {
     r.status = 'sending';
     r.error = '';
     renderRec(r);
     try {
       const t0 = Date.now();
-      const m = await api('POST', '/v1/conversations/' + r.conv + '/messages', { text: r.text, client_id: r.clientId });
+      const m = await api('POST', '/v1/conversations/' + r.conv + '/messages', r.parts ? { parts: r.parts, client_id: r.clientId } : { text: r.text, client_id: r.clientId });
       if (m && m.created_at) S.skew = (t0 + Date.now()) / 2 - ts(m.created_at);
       upsertMsg(m, r.clientId);
     } catch (e) {
@@ -751,6 +778,7 @@
     $('assign').addEventListener('change', assign);
     $('resolve').addEventListener('click', resolve);
     $('composer-form').addEventListener('submit', (e) => { e.preventDefault(); sendText(); });
+    $('attach').addEventListener('change', (e) => { const f = e.target.files[0]; e.target.value = ''; sendFile(f); });
     const box = $('composer');
     box.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) { e.preventDefault(); sendText(); }
