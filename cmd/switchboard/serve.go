@@ -28,8 +28,8 @@ import (
 	"github.com/switchboard-hq/switchboard/core/ingest"
 	"github.com/switchboard-hq/switchboard/core/outbound"
 	"github.com/switchboard-hq/switchboard/hub"
-	"github.com/switchboard-hq/switchboard/internal/media"
 	"github.com/switchboard-hq/switchboard/hub/bus"
+	"github.com/switchboard-hq/switchboard/internal/media"
 	"github.com/switchboard-hq/switchboard/store/memory"
 	sbredis "github.com/switchboard-hq/switchboard/store/redis"
 )
