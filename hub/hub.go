@@ -227,7 +227,13 @@ func (p *Publisher) PublishOutbound(ctx context.Context, out conv.Outbound) erro
 
 // PublishDelivery reports a delivery status back to core.
 func (p *Publisher) PublishDelivery(ctx context.Context, d conv.Delivery) error {
-	m, err := p.encode(ctx, "dl-"+key(d.MessageID.String(), string(d.Status)), d.TenantID, "delivery", d)
+	// A status is reported once; "still pending" may be reported again
+	// whenever its reason changes.
+	k := key(d.MessageID.String(), string(d.Status))
+	if d.Status == conv.MsgPending {
+		k = key(d.MessageID.String(), string(d.Status), d.Reason)
+	}
+	m, err := p.encode(ctx, "dl-"+k, d.TenantID, "delivery", d)
 	if err != nil {
 		return err
 	}

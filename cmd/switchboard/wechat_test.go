@@ -157,6 +157,22 @@ func TestWeChatEndToEnd(t *testing.T) {
 	if m, ok := fake.Media(img.Image.MediaID); !ok || !bytes.Equal(m.Data, png) {
 		t.Fatalf("media %q not the uploaded picture (found %v)", img.Image.MediaID, ok)
 	}
+	// WeChat is busy once: the agent sees the reply retrying, and why,
+	// then sent.
+	fake.FailNext(wechattest.PathSend, -1, "system error", 1)
+	busy := s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok, map[string]string{"text": "马上就好"}, 201)
+	retrying, _ := dev.until("reply retrying", event("message.updated", func(ev map[string]any) bool {
+		m := ev["message"].(map[string]any)
+		return m["id"] == busy["id"] && m["status"] == "pending"
+	}))
+	if reason, _ := retrying["event"].(map[string]any)["message"].(map[string]any)["status_reason"].(string); !strings.HasPrefix(reason, "retrying: ") {
+		t.Fatalf("retrying reason = %q", reason)
+	}
+	dev.until("busy reply sent after all", event("message.updated", func(ev map[string]any) bool {
+		m := ev["message"].(map[string]any)
+		return m["id"] == busy["id"] && m["status"] == "sent"
+	}))
+
 	// Parts must be our own uploads: no sending an arbitrary URL.
 	s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok,
 		map[string]any{"parts": []any{map[string]any{"type": "image", "url": "http://169.254.169.254/latest"}}}, 400)

@@ -106,12 +106,25 @@ func (c *Connector) Outbound(ctx context.Context, out conv.Outbound) error {
 		reason, retry := explain(err)
 		if retry {
 			c.cfg.Logger.WarnContext(ctx, "wechat send will be retried", "message", out.Message.ID, "reason", reason)
+			// The agent sees the reply is still on its way, and why.
+			still := conv.Delivery{TenantID: out.TenantID, MessageID: out.Message.ID, Status: conv.MsgPending,
+				Reason: truncateReason("retrying: " + reason), At: c.cfg.Now().UTC()}
+			if perr := c.cfg.Bus.PublishDelivery(ctx, still); perr != nil {
+				c.cfg.Logger.WarnContext(ctx, "wechat retry report lost", "message", out.Message.ID, "err", perr)
+			}
 			return fmt.Errorf("wechat send %s: %w", out.Message.ID, err)
 		}
 		d.Status, d.Reason = conv.MsgFailed, reason
 	}
 	d.At = c.cfg.Now().UTC()
 	return c.cfg.Bus.PublishDelivery(ctx, d)
+}
+
+func truncateReason(s string) string {
+	if len(s) <= 512 {
+		return s
+	}
+	return strings.ToValidUTF8(s[:512], "")
 }
 
 // explain turns a send error into the reason an agent reads and whether

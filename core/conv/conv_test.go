@@ -176,3 +176,20 @@ func TestSecretsNeverSerialized(t *testing.T) {
 		t.Fatalf("SecretNames = %v", got)
 	}
 }
+
+func TestUpdatesAndPendingReports(t *testing.T) {
+	if !Updates(MsgPending, "", MsgPending, "retrying: busy") || Updates(MsgPending, "retrying: busy", MsgPending, "retrying: busy") {
+		t.Error("a pending message must take a new reason, and only a new one")
+	}
+	if Updates(MsgSent, "", MsgPending, "retrying") {
+		t.Error("a sent message must not go back to pending")
+	}
+	d := Delivery{TenantID: 1, MessageID: 2, Status: MsgPending}
+	if d.Validate() == nil {
+		t.Error("a pending report without a reason must be refused")
+	}
+	d.Reason = "retrying: WeChat is busy"
+	if err := d.Validate(); err != nil {
+		t.Errorf("a pending report with a reason: %v", err)
+	}
+}

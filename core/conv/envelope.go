@@ -125,7 +125,9 @@ type Outbound struct {
 	Message Message    `json:"message"`
 }
 
-// Delivery is a connector's report on an Outbound.
+// Delivery is a connector's report on an Outbound: sent, delivered, read,
+// failed, or pending with a Reason while the connector keeps retrying
+// (the channel is down or busy).
 type Delivery struct {
 	TenantID  TenantID      `json:"tenant_id"`
 	MessageID MessageID     `json:"message_id"`
@@ -143,8 +145,10 @@ func (d Delivery) Validate() error {
 	switch {
 	case d.TenantID.IsZero() || d.MessageID.IsZero():
 		return fmt.Errorf("%w: delivery needs tenant_id and message_id", ErrInvalid)
-	case !d.Status.Valid() || d.Status == MsgReceived || d.Status == MsgPending:
+	case !d.Status.Valid() || d.Status == MsgReceived:
 		return fmt.Errorf("%w: delivery status %q", ErrInvalid, d.Status)
+	case d.Status == MsgPending && d.Reason == "":
+		return fmt.Errorf("%w: a pending delivery report must say why (the connector is retrying)", ErrInvalid)
 	case len(d.Reason) > maxField || len(d.ExternalID) > MaxExternalID:
 		return fmt.Errorf("%w: delivery field too long", ErrInvalid)
 	}

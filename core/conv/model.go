@@ -183,6 +183,13 @@ func Advances(from, to MessageStatus) bool {
 	return statusRank[to] > statusRank[from]
 }
 
+// Updates reports whether a delivery report (status, reason) changes a
+// message in (from, fromReason): the status advances, or a pending message
+// gets a new reason (a connector saying it is still trying, and why).
+func Updates(from MessageStatus, fromReason string, to MessageStatus, reason string) bool {
+	return Advances(from, to) || (from == MsgPending && to == MsgPending && reason != fromReason)
+}
+
 // Message is one entry of a conversation. Seq is gapless per conversation and
 // assigned in the transaction that stores the message.
 type Message struct {

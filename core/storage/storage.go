@@ -94,9 +94,10 @@ type Tx interface {
 	// Messages lists a conversation's messages with afterSeq < seq, ascending,
 	// at most limit.
 	Messages(ctx context.Context, conversation conv.ConversationID, afterSeq int64, limit int) ([]conv.Message, error)
-	// SetMessageStatus moves a message to status if conv.Advances allows it,
+	// SetMessageStatus moves a message to status if conv.Updates allows it
+	// (the status advances, or a pending message gets a new reason),
 	// recording reason and (when non-empty) the channel's external id.
-	// changed is false when the status did not move.
+	// changed is false when nothing moved.
 	SetMessageStatus(ctx context.Context, id conv.MessageID, status conv.MessageStatus, reason, externalID string) (m conv.Message, changed bool, err error)
 
 	// Outbox: a pending outbound message is "unpublished" until

@@ -598,7 +598,7 @@ func (t *tx) SetMessageStatus(ctx context.Context, id conv.MessageID, status con
 	if err != nil {
 		return conv.Message{}, false, err
 	}
-	if !conv.Advances(m.Status, status) {
+	if !conv.Updates(m.Status, m.StatusReason, status, reason) {
 		return m, false, nil
 	}
 	m, err = t.scanMessage(t.pg.QueryRow(ctx, `UPDATE messages SET status = $3, status_reason = $4,

@@ -572,7 +572,7 @@ func (t *tx) SetMessageStatus(ctx context.Context, id conv.MessageID, status con
 	if err != nil {
 		return m, false, fmt.Errorf("%s: %w", op, err)
 	}
-	if !conv.Advances(m.Status, status) {
+	if !conv.Updates(m.Status, m.StatusReason, status, reason) {
 		return m, false, nil
 	}
 	m.Status, m.StatusReason = status, reason

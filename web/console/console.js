@@ -426,7 +426,8 @@
     meta.append(h('time', { datetime: m.created_at || '' }, fmtTime(m.created_at)));
     if (m.direction === 'out' && !sys) {
       meta.append(h('span', { class: 'st-' + status, testid: 'msg-status' },
-        (STATUS[status] || status) + (status === 'failed' && (r.error || m.status_reason) ? ': ' + (r.error || m.status_reason) : '')));
+        status === 'pending' && m.status_reason ? 'Retrying \u2014 ' + m.status_reason.replace(/^retrying: /, '')
+          : (STATUS[status] || status) + (status === 'failed' && (r.error || m.status_reason) ? ': ' + (r.error || m.status_reason) : '')));
       if (r.local && status === 'failed') meta.append(h('button', { class: 'link', type: 'button', testid: 'retry', onclick: () => post(r) }, 'Retry'));
       if (canRecall(r)) meta.append(h('button', { class: 'link danger', type: 'button', testid: 'recall', 'aria-label': 'Recall this message', onclick: () => recall(r) }, 'Recall'));
     }

@@ -328,7 +328,7 @@ func testMessageIsolation(t *testing.T, h Harness) {
 	})
 }
 
-// testSetMessageStatus: status moves only as conv.Advances allows; a move
+// testSetMessageStatus: status moves only as conv.Updates allows; a move
 // records the reason as given and the external id when non-empty; a refused
 // move writes nothing.
 func testSetMessageStatus(t *testing.T, h Harness) {
@@ -347,7 +347,7 @@ func testSetMessageStatus(t *testing.T, h Harness) {
 		{"sent to delivered", conv.Out, conv.MsgSent, conv.MsgDelivered, true},
 		{"delivered to read", conv.Out, conv.MsgDelivered, conv.MsgRead, true},
 		{"sent to pending", conv.Out, conv.MsgSent, conv.MsgPending, false},
-		{"pending to pending", conv.Out, conv.MsgPending, conv.MsgPending, false},
+		{"pending to pending with a new reason (retrying)", conv.Out, conv.MsgPending, conv.MsgPending, true},
 		{"read to delivered", conv.Out, conv.MsgRead, conv.MsgDelivered, false},
 		{"failed is final", conv.Out, conv.MsgFailed, conv.MsgSent, false},
 		{"failed to read", conv.Out, conv.MsgFailed, conv.MsgRead, false},
@@ -384,6 +384,19 @@ func testSetMessageStatus(t *testing.T, h Harness) {
 			same(t, "stored message", normMessage(e.getMessage(tenant, m.ID)), normMessage(want))
 		})
 	}
+
+	t.Run("pending with the same reason is no change", func(t *testing.T) {
+		m := e.message(c, conv.Out, "same")
+		m.StatusReason = "retrying: WeChat is busy"
+		m = e.append(m)
+		e.tx(tenant, func(tx storage.Tx) error {
+			_, changed, err := tx.SetMessageStatus(e.ctx, m.ID, conv.MsgPending, "retrying: WeChat is busy", "")
+			if err != nil || changed {
+				t.Fatalf("SetMessageStatus(same pending reason) changed=%v err=%v, want no change", changed, err)
+			}
+			return nil
+		})
+	})
 
 	t.Run("empty external id keeps the old one", func(t *testing.T) {
 		m := e.append(e.message(c, conv.Out, "keep"))
