@@ -212,6 +212,96 @@ func cmdChannelList(ctx context.Context, args []string, stdout, stderr io.Writer
 	return printJSON(stdout, map[string]any{"channels": views})
 }
 
+// cmdChannelUpdate changes a channel: a new name, and config fields merged
+// into its config and secrets (a field given replaces it; "" removes it).
+// Rotating WeChat's EncodingAESKey is
+//
+//	channel update --channel ID --config '{"encoding_aes_key":"NEW","previous_encoding_aes_key":"OLD"}'
+func cmdChannelUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return changeChannel(ctx, "channel update", args, stdout, stderr, nil)
+}
+
+// cmdChannelDisable stops a channel: its webhook or widget answers 404 and
+// it sends nothing; its conversations stay.
+func cmdChannelDisable(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	off := true
+	return changeChannel(ctx, "channel disable", args, stdout, stderr, &off)
+}
+
+// cmdChannelEnable starts a disabled channel again.
+func cmdChannelEnable(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	off := false
+	return changeChannel(ctx, "channel enable", args, stdout, stderr, &off)
+}
+
+func changeChannel(ctx context.Context, name string, args []string, stdout, stderr io.Writer, disabled *bool) error {
+	var c config
+	fs := newFlags(name, &c, stderr)
+	tenant := fs.String("tenant", "", "tenant id or name")
+	id := fs.String("channel", "", "channel id")
+	var newName, cfgJSON *string
+	if disabled == nil {
+		newName = fs.String("name", "", "new channel name (default: keep)")
+		cfgJSON = fs.String("config", "{}", "config fields to change, as a JSON object; secrets are encrypted at rest and never shown; \"\" removes a field")
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var chID conv.ChannelID
+	if _, err := fmt.Sscan(*id, &chID); err != nil || chID.IsZero() {
+		return fmt.Errorf("%w: --channel must be a channel id", conv.ErrInvalid)
+	}
+	st, _, tid, err := c.tenantStore(ctx, stderr, *tenant)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var ch conv.Channel
+	err = st.Tx(ctx, tid, func(tx storage.Tx) error {
+		if ch, err = tx.Channel(ctx, chID); err != nil {
+			return err
+		}
+		if disabled != nil {
+			ch.Disabled = *disabled
+			return tx.UpdateChannel(ctx, ch)
+		}
+		if strings.TrimSpace(*newName) != "" {
+			ch.Name = strings.TrimSpace(*newName)
+		}
+		// Merge: the stored config and secrets, then the fields given,
+		// validated as a whole as at creation.
+		fields := map[string]any{}
+		if len(ch.Config) > 0 {
+			if err := json.Unmarshal(ch.Config, &fields); err != nil {
+				return fmt.Errorf("stored config: %w", err)
+			}
+		}
+		for k, v := range ch.Secrets {
+			fields[k] = v
+		}
+		changes := map[string]any{}
+		if err := json.Unmarshal([]byte(*cfgJSON), &changes); err != nil {
+			return fmt.Errorf("%w: --config is not a JSON object: %v", conv.ErrInvalid, err)
+		}
+		for k, v := range changes {
+			if v == "" || v == nil {
+				delete(fields, k)
+				continue
+			}
+			fields[k] = v
+		}
+		merged, _ := json.Marshal(fields)
+		if ch.Config, ch.Secrets, err = kinds().Split(ch.Kind, merged); err != nil {
+			return err
+		}
+		return tx.UpdateChannel(ctx, ch)
+	})
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, viewChannel(ch))
+}
+
 func cmdKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c config
 	if err := parse(newFlags("keys rotate", &c, stderr), args); err != nil {

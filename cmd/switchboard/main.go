@@ -28,6 +28,8 @@ Usage:
   switchboard agent list --tenant T
   switchboard channel create --tenant T --kind K --name N --config '{json}'
   switchboard channel list --tenant T
+  switchboard channel update --tenant T --channel ID [--name N] [--config '{fields to change}']
+  switchboard channel disable|enable --tenant T --channel ID
   switchboard keys rotate                re-encrypt every secret under a new master key
   switchboard deadletters [--limit N]    list bus messages that could not be handled
   switchboard bench ingest [--n N]       measure the ingest path on this store
@@ -81,18 +83,21 @@ type command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func lookup(name string) (command, bool) {
 	c, ok := map[string]command{
-		"serve":          cmdServe,
-		"migrate":        cmdMigrate,
-		"tenant create":  cmdTenantCreate,
-		"tenant list":    cmdTenantList,
-		"agent create":   cmdAgentCreate,
-		"agent list":     cmdAgentList,
-		"channel create": cmdChannelCreate,
-		"channel list":   cmdChannelList,
-		"keys rotate":    cmdKeysRotate,
-		"deadletters":    cmdDeadLetters,
-		"bench ingest":   cmdBenchIngest,
-		"bench chat":     cmdBenchChat,
+		"serve":           cmdServe,
+		"migrate":         cmdMigrate,
+		"tenant create":   cmdTenantCreate,
+		"tenant list":     cmdTenantList,
+		"agent create":    cmdAgentCreate,
+		"agent list":      cmdAgentList,
+		"channel create":  cmdChannelCreate,
+		"channel list":    cmdChannelList,
+		"channel update":  cmdChannelUpdate,
+		"channel disable": cmdChannelDisable,
+		"channel enable":  cmdChannelEnable,
+		"keys rotate":     cmdKeysRotate,
+		"deadletters":     cmdDeadLetters,
+		"bench ingest":    cmdBenchIngest,
+		"bench chat":      cmdBenchChat,
 	}[name]
 	return c, ok
 }

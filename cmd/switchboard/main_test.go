@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -90,9 +91,30 @@ func TestAdminCommands(t *testing.T) {
 	}
 	assertNotOnDisk(t, data, secretValue)
 
+	// Rotate the channel's EncodingAESKey: the new key current, the old one
+	// still accepted; then disable and enable it.
+	const oldKey, newKey = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	id := ch["id"].(string)
+	upd := mustCLI(t, data, "channel", "update", "--tenant", "acme", "--channel", id, "--name", "OA (rotated)",
+		"--config", `{"encoding_aes_key":"`+newKey+`","previous_encoding_aes_key":"`+oldKey+`","api_base":"http://egress:8080/wx"}`)
+	fields, _ := upd["secret_fields"].([]any)
+	if upd["name"] != "OA (rotated)" || len(fields) != 4 || strings.Contains(fmt.Sprint(upd), newKey) || !strings.Contains(fmt.Sprint(upd["config"]), "egress") {
+		t.Fatalf("channel update = %v, want the new name, api_base, 4 secret fields and no secret echoed", upd)
+	}
+	if _, err := cli(t, data, "channel", "update", "--tenant", "acme", "--channel", id, "--config", `{"encoding_aes_key":"short"}`); !errors.Is(err, conv.ErrInvalid) {
+		t.Fatalf("update with a malformed key = %v, want ErrInvalid", err)
+	}
+	if off := mustCLI(t, data, "channel", "disable", "--tenant", "acme", "--channel", id); off["disabled"] != true {
+		t.Fatalf("channel disable = %v", off)
+	}
+	if on := mustCLI(t, data, "channel", "enable", "--tenant", "acme", "--channel", id); on["disabled"] != nil {
+		t.Fatalf("channel enable = %v", on)
+	}
+	assertNotOnDisk(t, data, newKey)
+
 	rot := mustCLI(t, data, "keys", "rotate")
-	if rot["resealed"] != float64(2) {
-		t.Fatalf("keys rotate = %v, want 2 secrets resealed", rot)
+	if rot["resealed"] != float64(4) {
+		t.Fatalf("keys rotate = %v, want 4 secrets resealed", rot)
 	}
 	assertNotOnDisk(t, data, secretValue)
 	if dl := mustCLI(t, data, "deadletters"); dl["deadletters"] == nil {

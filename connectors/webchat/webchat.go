@@ -225,6 +225,9 @@ func (c *Connector) visitor(ctx context.Context, tok string) (conv.Visitor, conv
 	if err != nil {
 		return v, ch, ChannelConfig{}, err
 	}
+	if ch.Disabled {
+		return v, ch, ChannelConfig{}, fmt.Errorf("%w: this chat is closed", conv.ErrNotFound)
+	}
 	cfg, err := ParseConfig(ch.Config)
 	return v, ch, cfg, err
 }
@@ -247,7 +250,7 @@ func (c *Connector) channel(ctx context.Context, id conv.ChannelID) (conv.Channe
 	}); err != nil {
 		return ch, ChannelConfig{}, err
 	}
-	if ch.Kind != conv.KindWebchat {
+	if ch.Kind != conv.KindWebchat || ch.Disabled {
 		return conv.Channel{}, ChannelConfig{}, notFound
 	}
 	cfg, err := ParseConfig(ch.Config)

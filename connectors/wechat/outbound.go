@@ -145,7 +145,7 @@ func (c *Connector) send(ctx context.Context, out conv.Outbound) error {
 	ch, err := c.channel(ctx, out.ChannelID)
 	if err != nil {
 		if errors.Is(err, conv.ErrNotFound) {
-			return fmt.Errorf("%w: the WeChat channel no longer exists", conv.ErrNotFound)
+			return fmt.Errorf("%w: the WeChat channel is disabled or was removed", conv.ErrNotFound)
 		}
 		return err
 	}

@@ -375,3 +375,42 @@ func TestKindsRefuseBadConfig(t *testing.T) {
 		t.Fatalf("good config: %s %v %v", config, secrets, err)
 	}
 }
+
+func TestWebhookDisabledChannel(t *testing.T) {
+	e := newHookEnv(t, conv.KindWeChatOA, `{"app_id":"`+appID+`"}`, safeSecrets(),
+		func(c *wechat.Config) { c.ChannelTTL = time.Nanosecond }) // no caching: see each change at once
+	push := func(id int64) int {
+		t.Helper()
+		status, _, err := e.pusher(wechattest.ModeSafe, aesKey).PushMessage(t.Context(), wechattest.Text("gh_1", openid, "hi", id, time.Now().Unix()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status
+	}
+	setDisabled := func(off bool) {
+		t.Helper()
+		ch := e.channel
+		ch.Disabled = off
+		if err := e.store.Tx(t.Context(), ch.TenantID, func(tx storage.Tx) error { return tx.UpdateChannel(t.Context(), ch) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := push(1); s != http.StatusOK {
+		t.Fatalf("enabled channel: %d", s)
+	}
+	setDisabled(true)
+	if s := push(2); s != http.StatusNotFound {
+		t.Fatalf("disabled channel: %d, want 404", s)
+	}
+	status, _, _ := e.pusher(wechattest.ModeSafe, aesKey).Verify(t.Context(), "123")
+	if status != http.StatusNotFound {
+		t.Fatalf("verification on a disabled channel: %d, want 404", status)
+	}
+	setDisabled(false)
+	if s := push(3); s != http.StatusOK {
+		t.Fatalf("re-enabled channel: %d", s)
+	}
+	if n := len(e.bus.published()); n != 2 {
+		t.Fatalf("%d envelopes published, want 2 (nothing from the disabled time)", n)
+	}
+}

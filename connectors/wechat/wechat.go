@@ -306,6 +306,10 @@ func (c *Connector) channel(ctx context.Context, id conv.ChannelID) (*channel, e
 	if stored.Kind != conv.KindWeChatOA && stored.Kind != conv.KindWeChatMP {
 		return nil, fmt.Errorf("wechat: channel %s: %w", id, conv.ErrNotFound)
 	}
+	if stored.Disabled {
+		// Cached like any channel: a disable takes effect within ChannelTTL.
+		return nil, fmt.Errorf("wechat: channel %s is disabled: %w", id, conv.ErrNotFound)
+	}
 	if ch, err = newChannel(stored, now); err != nil {
 		return nil, err
 	}

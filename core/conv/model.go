@@ -36,14 +36,17 @@ const (
 // credentials in plaintext in memory only — stores seal each one with
 // AES-256-GCM before it touches disk, and Secrets is never serialized.
 type Channel struct {
-	ID        ChannelID         `json:"id"`
-	TenantID  TenantID          `json:"tenant_id"`
-	Kind      ChannelKind       `json:"kind"`
-	Name      string            `json:"name"`
-	Config    json.RawMessage   `json:"config,omitempty"`
-	Secrets   map[string]string `json:"-"`
-	GroupID   GroupID           `json:"group_id,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
+	ID       ChannelID         `json:"id"`
+	TenantID TenantID          `json:"tenant_id"`
+	Kind     ChannelKind       `json:"kind"`
+	Name     string            `json:"name"`
+	Config   json.RawMessage   `json:"config,omitempty"`
+	Secrets  map[string]string `json:"-"`
+	GroupID  GroupID           `json:"group_id,omitempty"`
+	// Disabled channels take no customer input and send nothing; their
+	// conversations stay readable.
+	Disabled  bool      `json:"disabled,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // SecretNames lists the names of the channel's secrets (never their values),

@@ -61,6 +61,10 @@ type Tx interface {
 	// its secrets. Channel opens them again.
 	CreateChannel(ctx context.Context, c conv.Channel) error
 	Channel(ctx context.Context, id conv.ChannelID) (conv.Channel, error)
+	// UpdateChannel rewrites c's name, config, group, disabled flag and
+	// secrets (the whole set: fields not in c.Secrets are removed). Kind
+	// and creation time do not change. An unknown id is ErrNotFound.
+	UpdateChannel(ctx context.Context, c conv.Channel) error
 	Channels(ctx context.Context) ([]conv.Channel, error)
 	// ResealSecrets re-encrypts every channel secret of the tenant under the
 	// Sealer's current key and returns how many it rewrote.

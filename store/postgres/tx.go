@@ -79,9 +79,9 @@ func (t *tx) CreateChannel(ctx context.Context, c conv.Channel) error {
 	if c.CreatedAt.IsZero() {
 		c.CreatedAt = now()
 	}
-	_, err := t.pg.Exec(ctx, `INSERT INTO channels (tenant_id, id, kind, name, config, group_id, created_at)
-		VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7)`,
-		int64(t.tenant), int64(c.ID), string(c.Kind), c.Name, nullJSON(config), nullID(c.GroupID), c.CreatedAt)
+	_, err := t.pg.Exec(ctx, `INSERT INTO channels (tenant_id, id, kind, name, config, group_id, disabled, created_at)
+		VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8)`,
+		int64(t.tenant), int64(c.ID), string(c.Kind), c.Name, nullJSON(config), nullID(c.GroupID), c.Disabled, c.CreatedAt)
 	if err != nil {
 		return fail(op, err)
 	}
@@ -91,6 +91,11 @@ func (t *tx) CreateChannel(ctx context.Context, c conv.Channel) error {
 		int64(c.ID), int64(t.tenant)); err != nil {
 		return fail(op+" directory", err)
 	}
+	return t.sealSecrets(ctx, op, c)
+}
+
+// sealSecrets stores c's secrets, sealed.
+func (t *tx) sealSecrets(ctx context.Context, op string, c conv.Channel) error {
 	for _, field := range c.SecretNames() {
 		if field == "" {
 			return fmt.Errorf("%s: %w: secret with an empty name", op, conv.ErrInvalid)
@@ -107,7 +112,31 @@ func (t *tx) CreateChannel(ctx context.Context, c conv.Channel) error {
 	return nil
 }
 
-const channelCols = `id, kind, name, config::text, COALESCE(group_id, 0), created_at`
+// UpdateChannel rewrites a channel's settings and secrets.
+func (t *tx) UpdateChannel(ctx context.Context, c conv.Channel) error {
+	op := "postgres.UpdateChannel " + c.ID.String()
+	var config []byte
+	if cfg := bytes.TrimSpace(c.Config); len(cfg) > 0 {
+		if !json.Valid(cfg) {
+			return fmt.Errorf("%s: %w: config is not JSON", op, conv.ErrInvalid)
+		}
+		config = cfg
+	}
+	tag, err := t.pg.Exec(ctx, `UPDATE channels SET name = $3, config = $4::text::jsonb, group_id = $5, disabled = $6
+		WHERE tenant_id = $1 AND id = $2`, int64(t.tenant), int64(c.ID), c.Name, nullJSON(config), nullID(c.GroupID), c.Disabled)
+	if err != nil {
+		return fail(op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w", op, conv.ErrNotFound)
+	}
+	if _, err := t.pg.Exec(ctx, `DELETE FROM channel_secrets WHERE tenant_id = $1 AND channel_id = $2`, int64(t.tenant), int64(c.ID)); err != nil {
+		return fail(op, err)
+	}
+	return t.sealSecrets(ctx, op, c)
+}
+
+const channelCols = `id, kind, name, config::text, COALESCE(group_id, 0), disabled, created_at`
 
 func (t *tx) scanChannel(r pgx.Row) (conv.Channel, error) {
 	var (
@@ -116,7 +145,7 @@ func (t *tx) scanChannel(r pgx.Row) (conv.Channel, error) {
 		kind      string
 		config    *string
 	)
-	if err := r.Scan(&id, &kind, &c.Name, &config, &group, &c.CreatedAt); err != nil {
+	if err := r.Scan(&id, &kind, &c.Name, &config, &group, &c.Disabled, &c.CreatedAt); err != nil {
 		return c, err
 	}
 	c.ID, c.TenantID, c.Kind, c.GroupID = conv.ChannelID(id), t.tenant, conv.ChannelKind(kind), conv.GroupID(group)

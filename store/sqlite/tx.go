@@ -107,11 +107,16 @@ func (t *tx) CreateChannel(ctx context.Context, c conv.Channel) error {
 	if c.CreatedAt.IsZero() {
 		c.CreatedAt = time.Now()
 	}
-	_, err := t.exec(ctx, `INSERT INTO channels (tenant_id, id, kind, name, config, group_id, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, t.tenant, c.ID, string(c.Kind), c.Name, config, nullID(c.GroupID), micros(c.CreatedAt))
+	_, err := t.exec(ctx, `INSERT INTO channels (tenant_id, id, kind, name, config, group_id, disabled, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, t.tenant, c.ID, string(c.Kind), c.Name, config, nullID(c.GroupID), c.Disabled, micros(c.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, mapErr(err))
 	}
+	return t.sealSecrets(ctx, op, c)
+}
+
+// sealSecrets stores c's secrets, sealed.
+func (t *tx) sealSecrets(ctx context.Context, op string, c conv.Channel) error {
 	for _, field := range c.SecretNames() {
 		sealed, err := t.s.sealer.Seal([]byte(c.Secrets[field]), storage.SecretAAD(t.tenant, c.ID, field))
 		if err != nil {
@@ -125,7 +130,27 @@ func (t *tx) CreateChannel(ctx context.Context, c conv.Channel) error {
 	return nil
 }
 
-const channelCols = `id, kind, name, config, group_id, created_at`
+// UpdateChannel rewrites a channel's settings and secrets.
+func (t *tx) UpdateChannel(ctx context.Context, c conv.Channel) error {
+	op := fmt.Sprintf("sqlite.UpdateChannel %s", c.ID)
+	var config any
+	if cfg := bytes.TrimSpace(c.Config); len(cfg) > 0 {
+		if !json.Valid(cfg) {
+			return fmt.Errorf("%s: %w: config is not JSON", op, conv.ErrInvalid)
+		}
+		config = string(cfg)
+	}
+	if err := t.execOne(ctx, `UPDATE channels SET name = ?, config = ?, group_id = ?, disabled = ? WHERE tenant_id = ? AND id = ?`,
+		c.Name, config, nullID(c.GroupID), c.Disabled, t.tenant, c.ID); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if _, err := t.exec(ctx, `DELETE FROM channel_secrets WHERE tenant_id = ? AND channel_id = ?`, t.tenant, c.ID); err != nil {
+		return fmt.Errorf("%s: %w", op, mapErr(err))
+	}
+	return t.sealSecrets(ctx, op, c)
+}
+
+const channelCols = `id, kind, name, config, group_id, disabled, created_at`
 
 func (t *tx) scanChannel(r scanner) (conv.Channel, error) {
 	var (
@@ -135,7 +160,7 @@ func (t *tx) scanChannel(r scanner) (conv.Channel, error) {
 		group   sql.NullInt64
 		created int64
 	)
-	if err := r.Scan(&c.ID, &kind, &c.Name, &config, &group, &created); err != nil {
+	if err := r.Scan(&c.ID, &kind, &c.Name, &config, &group, &c.Disabled, &created); err != nil {
 		return c, err
 	}
 	c.TenantID = t.tenant

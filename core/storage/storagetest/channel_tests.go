@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/storage"
@@ -55,6 +56,42 @@ func testChannels(t *testing.T, h Harness) {
 	dup.Name = "again"
 	wantKind(t, "CreateChannel(duplicate id)",
 		e.txErr(tenant, func(tx storage.Tx) error { return tx.CreateChannel(e.ctx, dup) }), conv.ErrConflict)
+}
+
+// testUpdateChannel: name, config, group, disabled and the secret set are
+// rewritten (a secret left out is gone, a new one is sealed and opens);
+// kind and creation time stay; another tenant's channel is ErrNotFound.
+func testUpdateChannel(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	tenant, other := e.tenant("acme"), e.tenant("globex")
+	c := conv.Channel{ID: conv.NewID[conv.ChannelID](e.ids), TenantID: tenant, Kind: conv.KindWeChatOA, Name: "OA",
+		Config:  json.RawMessage(`{"app_id":"wx1"}`),
+		Secrets: map[string]string{"app_secret": "one", "encoding_aes_key": "old-key"}, CreatedAt: now()}
+	e.tx(tenant, func(tx storage.Tx) error { return tx.CreateChannel(e.ctx, c) })
+	upd := c
+	upd.Name, upd.Config, upd.Disabled = "OA (rotated)", json.RawMessage(`{"app_id":"wx1","api_base":"http://egress"}`), true
+	upd.Kind, upd.CreatedAt = conv.KindEmail, now().Add(time.Hour) // must not change
+	upd.Secrets = map[string]string{"app_secret": "two", "encoding_aes_key": "new-key", "previous_encoding_aes_key": "old-key"}
+	e.tx(tenant, func(tx storage.Tx) error { return tx.UpdateChannel(e.ctx, upd) })
+	want := upd
+	want.Kind, want.CreatedAt = c.Kind, c.CreatedAt
+	e.tx(tenant, func(tx storage.Tx) error {
+		got, err := tx.Channel(e.ctx, c.ID)
+		ok(t, "Channel", err)
+		same(t, "updated channel", normChannel(t, got), normChannel(t, want))
+		return nil
+	})
+	// Back on, and a secret dropped.
+	want.Disabled, want.Secrets = false, map[string]string{"app_secret": "two"}
+	e.tx(tenant, func(tx storage.Tx) error { return tx.UpdateChannel(e.ctx, want) })
+	e.tx(tenant, func(tx storage.Tx) error {
+		got, err := tx.Channel(e.ctx, c.ID)
+		ok(t, "Channel", err)
+		same(t, "re-enabled channel", normChannel(t, got), normChannel(t, want))
+		return nil
+	})
+	wantKind(t, "UpdateChannel(another tenant's)",
+		e.txErr(other, func(tx storage.Tx) error { return tx.UpdateChannel(e.ctx, want) }), conv.ErrNotFound)
 }
 
 // testChannelSecretsSealed: plaintext secrets never reach the store's bytes,

@@ -42,6 +42,7 @@ func Run(t *testing.T, h Harness) {
 		{"TxRollback", testTxRollback},
 		{"Read", testRead},
 		{"Channels", testChannels},
+		{"UpdateChannel", testUpdateChannel},
 		{"ChannelSecretsSealed", testChannelSecretsSealed},
 		{"ChannelIsolation", testChannelIsolation},
 		{"ResealSecrets", testResealSecrets},

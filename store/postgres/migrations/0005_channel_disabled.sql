@@ -1,0 +1,4 @@
+-- Switchboard schema, version 5: channels can be disabled.
+-- A disabled channel takes no customer input (its webhook and widget
+-- answer 404) and sends nothing; its history stays.
+ALTER TABLE channels ADD COLUMN disabled boolean NOT NULL DEFAULT false;
