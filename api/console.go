@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
@@ -379,13 +380,24 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess sessio
 		parts = append(parts, conv.Part{Type: conv.PartText, Text: req.Text})
 	}
 	for _, p := range req.Parts {
-		// Only files uploaded to this tenant's media: an agent cannot make
-		// a channel fetch an arbitrary URL.
-		if (p.Type != conv.PartImage && p.Type != conv.PartFile) || !media.Owned(p.URL, sess.agent.TenantID) {
-			s.writeError(w, r, fmt.Errorf("%w: parts must be files uploaded with POST /v1/uploads", conv.ErrInvalid))
+		switch {
+		case p.Type == conv.PartCard:
+			// A link or mini-program page card (WeChat shows it as one):
+			// the channel never fetches its URL, the customer opens it.
+			if p.Title == "" || (p.Page == "" && !strings.HasPrefix(p.URL, "https://") && !strings.HasPrefix(p.URL, "http://")) {
+				s.writeError(w, r, fmt.Errorf("%w: a card needs a title and an http(s) url or a mini program page", conv.ErrInvalid))
+				return
+			}
+			parts = append(parts, conv.Part{Type: conv.PartCard, Title: p.Title, Description: p.Description, URL: p.URL,
+				Thumb: p.Thumb, AppID: p.AppID, Page: p.Page, MediaID: p.MediaID})
+		case (p.Type == conv.PartImage || p.Type == conv.PartFile) && media.Owned(p.URL, sess.agent.TenantID):
+			// Only files uploaded to this tenant's media: an agent cannot
+			// make a channel fetch an arbitrary URL.
+			parts = append(parts, conv.Part{Type: p.Type, URL: p.URL, Name: p.Name, MIME: p.MIME, Size: p.Size})
+		default:
+			s.writeError(w, r, fmt.Errorf("%w: parts must be files uploaded with POST /v1/uploads, or cards", conv.ErrInvalid))
 			return
 		}
-		parts = append(parts, conv.Part{Type: p.Type, URL: p.URL, Name: p.Name, MIME: p.MIME, Size: p.Size})
 	}
 	m, err := s.cfg.Console.Replies.Reply(r.Context(), sess.agent.TenantID, outbound.Reply{
 		ConversationID: id,

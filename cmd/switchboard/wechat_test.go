@@ -173,6 +173,24 @@ func TestWeChatEndToEnd(t *testing.T) {
 		return m["id"] == busy["id"] && m["status"] == "sent"
 	}))
 
+	// A link card: WeChat shows it as a one-article news message.
+	s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok, map[string]any{"parts": []any{map[string]any{
+		"type": "card", "title": "Track your parcel", "description": "Order 42", "url": "https://shop.example/track/42"}}}, 201)
+	sent = fake.WaitSent(t, 4, 10*time.Second)
+	var news struct {
+		MsgType string `json:"msgtype"`
+		News    struct {
+			Articles []struct {
+				Title string `json:"title"`
+				URL   string `json:"url"`
+			} `json:"articles"`
+		} `json:"news"`
+	}
+	if err := json.Unmarshal(sent[3].Body, &news); err != nil || news.MsgType != "news" || len(news.News.Articles) != 1 ||
+		news.News.Articles[0].URL != "https://shop.example/track/42" {
+		t.Fatalf("WeChat got %s, %v", sent[3].Body, err)
+	}
+
 	// Parts must be our own uploads: no sending an arbitrary URL.
 	s.mustCall("POST", "/v1/conversations/"+convID+"/messages", tok,
 		map[string]any{"parts": []any{map[string]any{"type": "image", "url": "http://169.254.169.254/latest"}}}, 400)
