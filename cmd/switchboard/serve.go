@@ -256,6 +256,7 @@ func (n *node) serveWorkers(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return n.dispatch.Run(gctx, 15*time.Second) })
+	g.Go(func() error { return n.wechat.Run(gctx) })
 	g.Go(func() error {
 		return n.outbound.RunSweeper(gctx, n.state, "node-"+strconv.Itoa(n.cfg.NodeID)+"-"+strconv.Itoa(os.Getpid()), 5*time.Second)
 	})

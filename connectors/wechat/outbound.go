@@ -53,7 +53,26 @@ func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
 		c.clients = make(map[string]*wxapi.Client)
 	}
 	c.clients[key] = api
+	if c.runCtx != nil {
+		go tokens.Run(c.runCtx)
+	}
+	c.refreshers = append(c.refreshers, tokens)
 	return api, nil
+}
+
+// Run keeps every app's access token fresh ahead of its expiry (the lease
+// holder among the nodes fetches; the others read the shared cache) until
+// ctx ends: sends then rarely wait for a token. Apps first used later are
+// refreshed from then on.
+func (c *Connector) Run(ctx context.Context) error {
+	c.clientsMu.Lock()
+	c.runCtx = ctx
+	for _, t := range c.refreshers {
+		go t.Run(ctx)
+	}
+	c.clientsMu.Unlock()
+	<-ctx.Done()
+	return nil
 }
 
 // maxImageBytes is WeChat's limit for an uploaded image.

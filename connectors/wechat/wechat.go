@@ -267,8 +267,10 @@ type Connector struct {
 	checked  checkedContacts
 	typing   typingState
 
-	clientsMu sync.Mutex
-	clients   map[string]*wxapi.Client
+	clientsMu  sync.Mutex
+	clients    map[string]*wxapi.Client
+	refreshers []*wxapi.SharedTokens
+	runCtx     context.Context // set by Run: refreshers of new clients start in it
 }
 
 // New returns a Connector.
