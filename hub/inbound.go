@@ -104,10 +104,18 @@ func (p *Publisher) PublishInbound(ctx context.Context, in conv.Inbound) error {
 	if g != nil {
 		errc := make(chan error, 1)
 		g.mu.RLock()
+		queued := false
 		if !g.done {
-			g.queue <- pending{ctx: ctx, in: in, raw: raw, errc: errc}
+			select {
+			case g.queue <- pending{ctx: ctx, in: in, raw: raw, errc: errc}:
+				queued = true
+			case <-ctx.Done():
+				// The bus is behind and the connector gave up: nothing
+				// was queued, the channel will send it again.
+				g.mu.RUnlock()
+				return ctx.Err()
+			}
 		}
-		queued := !g.done
 		g.mu.RUnlock()
 		if queued {
 			select {

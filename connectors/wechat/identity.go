@@ -21,14 +21,21 @@ func UnionIDIdentity(unionid string) conv.Identity {
 // conversation.
 type checkedContacts struct {
 	mu   sync.Mutex
-	seen map[conv.ContactID]struct{}
+	seen map[checkedKey]struct{}
 }
 
-func (s *checkedContacts) once(id conv.ContactID) bool {
+// checkedKey is a contact on one app: a contact checked on an app with no
+// Open Platform binding may still have a unionid on another.
+type checkedKey struct {
+	contact conv.ContactID
+	app     string
+}
+
+func (s *checkedContacts) once(id checkedKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.seen == nil {
-		s.seen = make(map[conv.ContactID]struct{})
+		s.seen = make(map[checkedKey]struct{})
 	}
 	if len(s.seen) > 100_000 {
 		clear(s.seen)
@@ -40,7 +47,7 @@ func (s *checkedContacts) once(id conv.ContactID) bool {
 	return true
 }
 
-func (s *checkedContacts) forget(id conv.ContactID) {
+func (s *checkedContacts) forget(id checkedKey) {
 	s.mu.Lock()
 	delete(s.seen, id)
 	s.mu.Unlock()
@@ -74,7 +81,8 @@ func (c *Connector) joinUnionID(ctx context.Context, cv conv.Conversation) error
 	if err != nil {
 		return err
 	}
-	if ch.Kind != conv.KindWeChatOA || !c.checked.once(cv.ContactID) {
+	ck := checkedKey{contact: cv.ContactID, app: ch.cfg.AppID}
+	if ch.Kind != conv.KindWeChatOA || !c.checked.once(ck) {
 		return nil
 	}
 	var contact conv.Contact
@@ -86,7 +94,7 @@ func (c *Connector) joinUnionID(ctx context.Context, cv conv.Conversation) error
 		if errors.Is(err, conv.ErrNotFound) {
 			return nil // merged away meanwhile
 		}
-		c.checked.forget(cv.ContactID)
+		c.checked.forget(ck)
 		return err
 	}
 	for _, id := range contact.Identities {
@@ -105,7 +113,7 @@ func (c *Connector) joinUnionID(ctx context.Context, cv conv.Conversation) error
 	info, err := api.UserInfo(ctx, openid)
 	if err != nil {
 		if wxapi.Retryable(err) {
-			c.checked.forget(cv.ContactID)
+			c.checked.forget(ck)
 			return err
 		}
 		c.cfg.Logger.WarnContext(ctx, "wechat user info", "channel", ch.ID, "contact", contact.ID, "err", err)
@@ -114,7 +122,7 @@ func (c *Connector) joinUnionID(ctx context.Context, cv conv.Conversation) error
 	if info.UnionID == "" {
 		return nil
 	}
-	return c.cfg.Store.Tx(ctx, cv.TenantID, func(tx storage.Tx) error {
+	err = c.cfg.Store.Tx(ctx, cv.TenantID, func(tx storage.Tx) error {
 		u, created, err := tx.EnsureContact(ctx, UnionIDIdentity(info.UnionID), contact.Name)
 		switch {
 		case err != nil:
@@ -129,4 +137,8 @@ func (c *Connector) joinUnionID(ctx context.Context, cv conv.Conversation) error
 		}
 		return nil
 	})
+	if err != nil {
+		c.checked.forget(ck) // the redelivered event tries again
+	}
+	return err
 }

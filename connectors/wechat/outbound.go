@@ -122,6 +122,11 @@ func (s *sentCache) add(id conv.MessageID, now time.Time) {
 func (c *Connector) Outbound(ctx context.Context, out conv.Outbound) error {
 	d := conv.Delivery{TenantID: out.TenantID, MessageID: out.Message.ID, Status: conv.MsgSent}
 	if err := c.send(ctx, out); err != nil {
+		if ctx.Err() != nil {
+			// Our own deadline (the bus's ack wait) or shutdown, not
+			// WeChat's answer: the message is redelivered and tried again.
+			return fmt.Errorf("wechat send %s: %w", out.Message.ID, err)
+		}
 		reason, retry := explain(err)
 		if retry {
 			c.cfg.Logger.WarnContext(ctx, "wechat send will be retried", "message", out.Message.ID, "reason", reason)
@@ -218,8 +223,11 @@ func (c *Connector) mediaBytes(tenant conv.TenantID, p conv.Part) ([]byte, strin
 		return nil, "", fmt.Errorf("%w: no media store configured", conv.ErrInvalid)
 	}
 	u, err := url.Parse(p.URL)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: image %q is not one of ours", conv.ErrInvalid, p.URL)
+	}
 	key, ok := strings.CutPrefix(u.Path, media.URLPrefix)
-	if err != nil || !ok {
+	if !ok {
 		return nil, "", fmt.Errorf("%w: image %q is not one of ours", conv.ErrInvalid, p.URL)
 	}
 	if owner, ok := media.Tenant(key); !ok || owner != tenant {

@@ -125,10 +125,12 @@ func (c *Connector) push(w http.ResponseWriter, r *http.Request) {
 		if key > 0 {
 			c.cfg.Logger.Warn("wechat push encrypted under the previous EncodingAESKey", "channel", ch.ID)
 		}
-	} else if ch.cipher != nil && bytes.Contains(body, []byte("Encrypt")) {
-		// Safe mode configured but the push claims plaintext: a
-		// downgrade the signature over the query alone cannot rule out.
-		c.reject(w, ch, http.StatusBadRequest, "plaintext push on a channel in safe mode", nil)
+	} else if ch.cipher != nil {
+		// An EncodingAESKey is configured: only encrypted pushes count. In
+		// plaintext the signature covers token, timestamp and nonce but
+		// not the body, so anyone who saw one push's query could post any
+		// body within the timestamp window.
+		c.reject(w, ch, http.StatusBadRequest, "this channel takes encrypted pushes only (encrypt_type=aes)", nil)
 		return
 	}
 	p, err := wire.Parse(plain, ch.format)

@@ -200,6 +200,7 @@ func TestWebhookRejects(t *testing.T) {
 		{"unknown key", wechattest.ModeSafe, "zyxwvutsrqponmlkjihgfedcba9876543210ZYXWVUT", msg(), nil, http.StatusBadRequest},
 		{"garbage ciphertext", wechattest.ModeSafe, aesKey, msg(), []wechattest.PushOption{wechattest.WithEncrypt("AAAA")}, http.StatusBadRequest},
 		{"plaintext on a safe channel", wechattest.ModeCompat, aesKey, msg(), []wechattest.PushOption{wechattest.WithQuery("encrypt_type", "")}, http.StatusBadRequest},
+		{"forged plain body on a safe channel", wechattest.ModePlain, "", msg(), nil, http.StatusBadRequest},
 		{"oversized body", wechattest.ModePlain, "", huge, nil, http.StatusRequestEntityTooLarge},
 	}
 	for _, tc := range cases {

@@ -131,9 +131,6 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 		if out, err = s.target(ctx, tx, c); err != nil {
 			return err
 		}
-		if err := s.checkQuota(ctx, tx, c, out.Kind, len(r.Parts)); err != nil {
-			return err
-		}
 		msg, err = tx.AppendMessage(ctx, conv.Message{
 			ID:             conv.NewID[conv.MessageID](s.cfg.IDs),
 			TenantID:       tenant,
@@ -146,8 +143,14 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 			Status:         conv.MsgPending,
 			CreatedAt:      now,
 		})
+		if err != nil {
+			return err
+		}
 		c.LastSeq = msg.Seq
-		return err
+		// After the append: it holds the conversation's row lock, so two
+		// concurrent replies are counted one after the other, not both
+		// against the same tail. Over the quota, the append rolls back.
+		return s.checkQuota(ctx, tx, c, out.Kind, msg.Seq, len(r.Parts))
 	})
 	if err != nil {
 		return conv.Message{}, fmt.Errorf("%s: %w", op, err)
@@ -169,18 +172,19 @@ func (s *Service) Reply(ctx context.Context, tenant conv.TenantID, r Reply) (con
 	return msg, nil
 }
 
-// checkQuota refuses a reply of parts parts when it would pass the
+// checkQuota refuses the reply appended at seq, of parts parts, when it would pass the
 // channel's quota of sends since the customer's last message. A part is a
 // send (WeChat takes a text and an image as two messages); failed replies
 // do not count: the channel did not take them.
-func (s *Service) checkQuota(ctx context.Context, tx storage.Tx, c conv.Conversation, kind conv.ChannelKind, parts int) error {
+func (s *Service) checkQuota(ctx context.Context, tx storage.Tx, c conv.Conversation, kind conv.ChannelKind, seq int64, parts int) error {
 	quota := s.cfg.ReplyQuota[kind]
 	if quota <= 0 {
 		return nil
 	}
-	// Enough of the tail to see quota replies and the message before them
-	// (a few extra for failed replies and system events in between).
-	recent, err := tx.MessagesBefore(ctx, c.ID, c.LastSeq+1, 4*quota)
+	// Enough of the tail before this reply (seq) to see quota replies and
+	// the message before them (a few extra for failed replies and system
+	// events in between).
+	recent, err := tx.MessagesBefore(ctx, c.ID, seq, 4*quota)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,17 @@ func settleSystemOpens(ctx context.Context, tx Tx, items []IngestItem, out []Ing
 		if err != nil {
 			return fmt.Errorf("%s: settle system event: %w", ingestOp(items[i].In), err)
 		}
-		if c.Status != conv.StatusOpen || c.LastSeq != 1 {
+		if c.Status != conv.StatusOpen || c.LastSeq > int64(len(items)) {
+			continue
+		}
+		// Opened in this batch, so every message in it came from the
+		// batch: resolve it if they are all channel events (a follow and a
+		// location report together still need no agent).
+		msgs, err := tx.Messages(ctx, c.ID, 0, int(c.LastSeq))
+		if err != nil {
+			return fmt.Errorf("%s: settle system event: %w", ingestOp(items[i].In), err)
+		}
+		if !allSystem(msgs) {
 			continue
 		}
 		at := items[i].Now.UTC().Truncate(time.Microsecond)
@@ -101,6 +111,15 @@ func settleSystemOpens(ctx context.Context, tx Tx, items []IngestItem, out []Ing
 		out[i].Conversation = c
 	}
 	return nil
+}
+
+func allSystem(msgs []conv.Message) bool {
+	for _, m := range msgs {
+		if m.Sender.Type != conv.SenderSystem {
+			return false
+		}
+	}
+	return true
 }
 
 func ingestOp(in conv.Inbound) string {

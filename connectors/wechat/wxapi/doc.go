@@ -33,7 +33,7 @@
 //
 // # Tokens
 //
-// SharedTokens keeps the token in a TokenCache under "wechat:token:"+AppID
+// SharedTokens keeps the token in a TokenCache under "wechat:token:"+AppID+":"+digest(secret, api base)
 // (Redis in production, MemoryCache on one node). One node refreshes at a
 // time, elected by a Lease (store/memory.Leases, store/redis.Leases);
 // others read the cache, and when it has no valid token they poll it with

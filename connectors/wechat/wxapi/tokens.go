@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -159,7 +160,7 @@ func (c TokensConfig) Validate() error {
 }
 
 // SharedTokens is the TokenProvider every node of a cluster shares for one
-// app: the token lives in the TokenCache under "wechat:token:"+AppID, one
+// app: the token lives in the TokenCache under "wechat:token:"+scope, one
 // node at a time refreshes it under the Lease, and the others read the
 // cache. Safe for concurrent use.
 type SharedTokens struct {
@@ -198,8 +199,8 @@ func NewSharedTokens(cfg TokensConfig) (*SharedTokens, error) {
 	return &SharedTokens{
 		cfg:       cfg,
 		base:      base,
-		key:       "wechat:token:" + cfg.AppID,
-		leaseKey:  "wechat:token-refresh:" + cfg.AppID,
+		key:       "wechat:token:" + credentialScope(cfg.AppID, cfg.Secret, base),
+		leaseKey:  "wechat:token-refresh:" + credentialScope(cfg.AppID, cfg.Secret, base),
 		threshold: threshold,
 		log:       cfg.Logger.With("app", cfg.AppID),
 		sem:       make(chan struct{}, 1),
@@ -527,3 +528,20 @@ func (l *localLease) Release(_ context.Context, key, holder string) error {
 	}
 	return nil
 }
+
+// credentialScope names the shared token of one set of credentials:
+// the AppID and a digest of the secret and API base. A channel that names
+// another business's AppID with a secret or api_base of its own gets a
+// cache entry of its own, so it can neither read that business's token nor
+// overwrite it; the channels of one business (same app, same secret, same
+// egress) share one token, as WeChat requires.
+func credentialScope(appID, secret, apiBase string) string {
+	sum := sha256.Sum256([]byte(secret + "\x00" + apiBase))
+	return appID + ":" + hex.EncodeToString(sum[:8])
+}
+
+// CacheKey is the TokenCache key of s's token (for tests and operators).
+func (s *SharedTokens) CacheKey() string { return s.key }
+
+// LeaseKey is the lease that elects s's refresher.
+func (s *SharedTokens) LeaseKey() string { return s.leaseKey }

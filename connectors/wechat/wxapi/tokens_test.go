@@ -265,11 +265,11 @@ func (c *countingCache) Get(ctx context.Context, key string) (Token, bool, error
 func TestRejectedTokenNotReusedWhileAnotherNodeRefreshes(t *testing.T) {
 	e := newEnv(t, wechattest.Config{})
 	ctx := ctxT(t)
-	key := "wechat:token:" + oaApp
+	key := e.tokens(t, oaApp, "probe", nil).CacheKey()
 	if err := e.cache.Set(ctx, key, Token{Value: "revoked-token", Expires: t0.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.leases.Acquire(ctx, "wechat:token-refresh:"+oaApp, "node-b", time.Minute); !ok || err != nil {
+	if ok, err := e.leases.Acquire(ctx, e.tokens(t, oaApp, "probe", nil).LeaseKey(), "node-b", time.Minute); !ok || err != nil {
 		t.Fatal("could not take the lease for node b")
 	}
 	w := &watchedCache{TokenCache: e.cache, gets: make(chan struct{}, 1)}
@@ -359,11 +359,11 @@ func waitGets(t *testing.T, w *watchedCache, n int) {
 }
 
 func TestWaitsForTheLeaseHolder(t *testing.T) {
-	const leaseKey = "wechat:token-refresh:" + oaApp
+	leaseKeyOf := func(e *env) string { return e.tokens(t, oaApp, "probe", nil).LeaseKey() }
 	t.Run("reads what the holder writes", func(t *testing.T) {
 		e := newEnv(t, wechattest.Config{})
 		ctx := ctxT(t)
-		if ok, err := e.leases.Acquire(ctx, leaseKey, "node-a", time.Minute); !ok || err != nil {
+		if ok, err := e.leases.Acquire(ctx, leaseKeyOf(e), "node-a", time.Minute); !ok || err != nil {
 			t.Fatal("could not take the lease for node a")
 		}
 		w := &watchedCache{TokenCache: e.cache, gets: make(chan struct{}, 1)}
@@ -377,7 +377,7 @@ func TestWaitsForTheLeaseHolder(t *testing.T) {
 			res <- tok
 		}()
 		waitGets(t, w, 3)
-		if err := e.cache.Set(ctx, "wechat:token:"+oaApp, Token{Value: "written-by-a", Expires: t0.Add(time.Hour)}); err != nil {
+		if err := e.cache.Set(ctx, b.CacheKey(), Token{Value: "written-by-a", Expires: t0.Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		if got := <-res; got != "written-by-a" {
@@ -391,7 +391,7 @@ func TestWaitsForTheLeaseHolder(t *testing.T) {
 		e := newEnv(t, wechattest.Config{})
 		e.leases = memory.NewLeases(memory.Config{Now: e.clk.Now})
 		ctx := ctxT(t)
-		if ok, err := e.leases.Acquire(ctx, leaseKey, "node-a", 10*time.Second); !ok || err != nil {
+		if ok, err := e.leases.Acquire(ctx, leaseKeyOf(e), "node-a", 10*time.Second); !ok || err != nil {
 			t.Fatal("could not take the lease for node a")
 		}
 		w := &watchedCache{TokenCache: e.cache, gets: make(chan struct{}, 1)}
@@ -413,7 +413,7 @@ func TestWaitsForTheLeaseHolder(t *testing.T) {
 	t.Run("gives up after WaitTimeout", func(t *testing.T) {
 		e := newEnv(t, wechattest.Config{})
 		ctx := ctxT(t)
-		if ok, err := e.leases.Acquire(ctx, leaseKey, "node-a", time.Minute); !ok || err != nil {
+		if ok, err := e.leases.Acquire(ctx, leaseKeyOf(e), "node-a", time.Minute); !ok || err != nil {
 			t.Fatal("could not take the lease for node a")
 		}
 		b := e.tokens(t, oaApp, "node-b", func(c *TokensConfig) { c.WaitTimeout = 50 * time.Millisecond })
@@ -436,7 +436,7 @@ func TestRunRefreshesInBackground(t *testing.T) {
 	go func() { done <- st.Run(ctx) }()
 
 	cached := func() string {
-		tok, _, _ := e.cache.Get(ctx, "wechat:token:"+oaApp)
+		tok, _, _ := e.cache.Get(ctx, st.CacheKey())
 		return tok.Value
 	}
 	eventually(t, 5*time.Second, "Run to fetch the first token", func() bool { return cached() != "" })
@@ -520,5 +520,26 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 	}
 	if !strings.Contains(texts[0], "[redacted]") {
 		t.Errorf("the echoed secret was not marked redacted: %s", texts[0])
+	}
+}
+
+// TestTokensScopedToCredentials: a channel naming someone else's AppID
+// with its own secret or API base shares no token with the real owner.
+func TestTokensScopedToCredentials(t *testing.T) {
+	e := newEnv(t, wechattest.Config{})
+	owner := e.tokens(t, oaApp, "a", nil)
+	sameCreds := e.tokens(t, oaApp, "b", nil)
+	otherSecret := e.tokens(t, oaApp, "c", func(c *TokensConfig) { c.Secret = "attacker-secret" })
+	otherBase := e.tokens(t, oaApp, "d", func(c *TokensConfig) { c.APIBase = "http://attacker.example/wx" })
+	if owner.CacheKey() != sameCreds.CacheKey() || owner.LeaseKey() != sameCreds.LeaseKey() {
+		t.Fatal("two nodes of one app must share the token")
+	}
+	for _, other := range []*SharedTokens{otherSecret, otherBase} {
+		if other.CacheKey() == owner.CacheKey() || other.LeaseKey() == owner.LeaseKey() {
+			t.Fatalf("key %q shared with the owner's %q", other.CacheKey(), owner.CacheKey())
+		}
+		if strings.Contains(other.CacheKey(), "attacker") || strings.Contains(owner.CacheKey(), oaSecret) {
+			t.Fatal("a cache key carries a secret or base in the clear")
+		}
 	}
 }

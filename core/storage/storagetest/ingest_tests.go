@@ -321,6 +321,14 @@ func testIngestSystemEvents(t *testing.T, h Harness) {
 		t.Fatalf("an event on an open conversation = %+v, want it appended, conversation still open", o[0])
 	}
 
+	// Two events of a new follower in one batch: still nothing for an agent.
+	f1, f2 := g.item("follow-g", "gina"), g.item("location-g", "gina")
+	f1.In.System, f2.In.System = true, true
+	out = g.ingest(g.tenant, f1, f2)
+	if st := g.getConversation(g.tenant, out[1].Conversation.ID); st.Status != conv.StatusResolved || st.LastSeq != 2 {
+		t.Fatalf("two events alone = %+v, want a resolved conversation holding both", st)
+	}
+
 	enter := g.item("enter-1", "frank")
 	enter.In.System = true
 	out = g.ingest(g.tenant, enter, g.item("m-2", "frank"))
