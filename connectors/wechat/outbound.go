@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,24 +85,24 @@ const maxImageBytes = 10 << 20
 // crash between send and ack can still duplicate.
 type sentCache struct {
 	mu   sync.Mutex
-	at   map[conv.MessageID]time.Time
+	at   map[string]time.Time // message id, or message id#part index
 	last time.Time
 }
 
 const sentTTL = time.Hour
 
-func (s *sentCache) seen(id conv.MessageID) bool {
+func (s *sentCache) seen(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.at[id]
 	return ok
 }
 
-func (s *sentCache) add(id conv.MessageID, now time.Time) {
+func (s *sentCache) add(id string, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.at == nil {
-		s.at = make(map[conv.MessageID]time.Time)
+		s.at = make(map[string]time.Time)
 	}
 	s.at[id] = now
 	if now.Sub(s.last) > time.Minute {
@@ -177,19 +178,30 @@ func (c *Connector) send(ctx context.Context, out conv.Outbound) error {
 	if !ok {
 		return fmt.Errorf("%w: this customer has no openid on app %s", conv.ErrInvalid, ch.cfg.AppID)
 	}
-	if c.sent.seen(out.Message.ID) {
+	id := out.Message.ID.String()
+	if c.sent.seen(id) {
 		return nil
 	}
 	api, err := c.client(ch)
 	if err != nil {
 		return err
 	}
-	for _, p := range out.Message.Parts {
+	// Each part is its own WeChat message: remember the parts that went
+	// out, so a retry after a failure sends only the rest.
+	for i, p := range out.Message.Parts {
+		part := id + "#" + strconv.Itoa(i)
+		if c.sent.seen(part) {
+			continue
+		}
 		if err := c.sendPart(ctx, api, ch, out.TenantID, openid, p); err != nil {
+			if i > 0 {
+				return fmt.Errorf("%d of %d parts sent, then: %w", i, len(out.Message.Parts), err)
+			}
 			return err
 		}
+		c.sent.add(part, c.cfg.Now())
 	}
-	c.sent.add(out.Message.ID, c.cfg.Now())
+	c.sent.add(id, c.cfg.Now())
 	return nil
 }
 

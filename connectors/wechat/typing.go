@@ -17,9 +17,12 @@ const typingRepeat = 15 * time.Second
 // and queues the calls so that each conversation's go out in order (one
 // goroutine per conversation while it has calls pending, none otherwise).
 type typingState struct {
-	mu      sync.Mutex
-	sent    map[conv.ConversationID]time.Time
-	pending map[conv.ConversationID][]bool
+	mu   sync.Mutex
+	sent map[conv.ConversationID]time.Time
+	// want is the latest state not yet sent, per conversation; a
+	// conversation in it has a goroutine sending (only the latest state
+	// matters, so toggles collapse instead of queueing).
+	want map[conv.ConversationID]bool
 }
 
 // AgentTyping shows the customer of an Official Account conversation that
@@ -34,7 +37,7 @@ func (c *Connector) AgentTyping(ctx context.Context, cv conv.Conversation, on bo
 	defer t.mu.Unlock()
 	if t.sent == nil {
 		t.sent = make(map[conv.ConversationID]time.Time)
-		t.pending = make(map[conv.ConversationID][]bool)
+		t.want = make(map[conv.ConversationID]bool)
 	}
 	last, shown := t.sent[cv.ID]
 	switch {
@@ -54,31 +57,32 @@ func (c *Connector) AgentTyping(ctx context.Context, cv conv.Conversation, on bo
 	default:
 		delete(t.sent, cv.ID)
 	}
-	q, running := t.pending[cv.ID]
-	t.pending[cv.ID] = append(q, on)
+	_, running := t.want[cv.ID]
+	t.want[cv.ID] = on
 	if !running {
 		go c.sendTyping(context.WithoutCancel(ctx), cv)
 	}
 }
 
-// sendTyping sends a conversation's queued typing calls in order, then
-// exits.
+// sendTyping sends a conversation's wanted typing state until none is
+// left, then exits.
 func (c *Connector) sendTyping(ctx context.Context, cv conv.Conversation) {
 	t := &c.typing
+	var sent *bool
 	for {
 		t.mu.Lock()
-		q := t.pending[cv.ID]
-		if len(q) == 0 {
-			delete(t.pending, cv.ID)
+		on, ok := t.want[cv.ID]
+		if !ok || (sent != nil && *sent == on) {
+			delete(t.want, cv.ID)
 			t.mu.Unlock()
 			return
 		}
-		on := q[0]
-		t.pending[cv.ID] = q[1:]
+		t.want[cv.ID] = on // stays while the call runs: marks a sender running
 		t.mu.Unlock()
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		c.typingCall(callCtx, cv, on)
 		cancel()
+		sent = &on
 	}
 }
 

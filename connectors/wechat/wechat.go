@@ -263,6 +263,7 @@ type Connector struct {
 	cfg      Config
 	mu       sync.Mutex
 	channels map[conv.ChannelID]*channel
+	misses   map[conv.ChannelID]time.Time // ids that were not WeChat channels, when
 	sent     sentCache
 	checked  checkedContacts
 	typing   typingState
@@ -288,10 +289,30 @@ func (c *Connector) channel(ctx context.Context, id conv.ChannelID) (*channel, e
 	now := c.cfg.Now()
 	c.mu.Lock()
 	ch, ok := c.channels[id]
+	missed, miss := c.misses[id]
 	c.mu.Unlock()
 	if ok && now.Sub(ch.loaded) < c.cfg.ChannelTTL {
 		return ch, nil
 	}
+	if miss && now.Sub(missed) < c.cfg.ChannelTTL {
+		// Unknown, not WeChat, or disabled a moment ago: no store read
+		// for every push to a random id or typing on a web chat.
+		return nil, fmt.Errorf("wechat: channel %s: %w", id, conv.ErrNotFound)
+	}
+	ch, err := c.load(ctx, id, now)
+	if errors.Is(err, conv.ErrNotFound) {
+		c.mu.Lock()
+		if c.misses == nil || len(c.misses) > 10_000 {
+			c.misses = make(map[conv.ChannelID]time.Time)
+		}
+		c.misses[id] = now
+		c.mu.Unlock()
+	}
+	return ch, err
+}
+
+// load reads channel id from the store and caches it.
+func (c *Connector) load(ctx context.Context, id conv.ChannelID, now time.Time) (*channel, error) {
 	tenant, err := c.cfg.Store.ChannelTenant(ctx, id)
 	if err != nil {
 		return nil, err
@@ -312,11 +333,13 @@ func (c *Connector) channel(ctx context.Context, id conv.ChannelID) (*channel, e
 		// Cached like any channel: a disable takes effect within ChannelTTL.
 		return nil, fmt.Errorf("wechat: channel %s is disabled: %w", id, conv.ErrNotFound)
 	}
-	if ch, err = newChannel(stored, now); err != nil {
+	ch, err := newChannel(stored, now)
+	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
 	c.channels[id] = ch
+	delete(c.misses, id)
 	c.mu.Unlock()
 	return ch, nil
 }

@@ -24,7 +24,13 @@ const maxJSONBytes = 1 << 20
 // connection can be reused; a longer rest closes the connection instead.
 const drainBytes = 64 << 10
 
-func defaultHTTPClient() *http.Client { return &http.Client{Timeout: 10 * time.Second} }
+// defaultHTTPClient follows no redirects: a redirected stable_token POST
+// would carry the AppSecret to wherever the redirect points.
+func defaultHTTPClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+}
 
 // normalizeBase checks an api_base and drops its trailing slashes. A path
 // prefix (an egress proxy at http://proxy/wx) is kept.
