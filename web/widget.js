@@ -536,6 +536,7 @@
       case 'ack': upsert(f.message, f.client_id); break;
       case 'typing': if (!f.sender || f.sender.type !== 'contact') typingIn(!!f.typing, f.sender); break;
       case 'presence': setOnline(!!f.agents_online); break;
+      case 'resumed': if (f.more) wsSend({ type: 'resume', after_seq: S.lastSeq }); break;
       case 'error':
         if (f.code === 'too_long' && S.lastSent) fail(S.lastSent);
         if (f.code !== 'rate_limited' || S.recs.some((r) => r.local)) showError(f.message || 'Something went wrong.');

@@ -375,12 +375,18 @@ func (vs *visitorSession) checkPending() {
 	}
 }
 
-// resume sends the current conversation's messages after seq, then
-// resumed.
+// resumeMax bounds the messages one resume sends, well inside maxQueue:
+// a longer gap is sent in several rounds ("resumed" says more: true and the
+// widget asks again from its new last seq).
+const resumeMax = maxQueue / 2
+
+// resume sends the current conversation's messages after seq (at most
+// resumeMax), then resumed.
 func (vs *visitorSession) resume(after int64) {
 	ctx := vs.ctx
 	cv, err := vs.c.current(ctx, vs.v)
 	var frames []any
+	more := false
 	if err == nil {
 		for {
 			var msgs []conv.Message
@@ -393,10 +399,14 @@ func (vs *visitorSession) resume(after int64) {
 				break
 			}
 			for _, m := range msgs {
+				if len(frames) == resumeMax {
+					more = true
+					break
+				}
 				frames = append(frames, map[string]any{"type": "message", "message": View(m)})
 				after = m.Seq
 			}
-			if len(msgs) < 200 || len(frames) >= maxQueue-1 {
+			if more || len(msgs) < 200 {
 				break
 			}
 		}
@@ -405,7 +415,7 @@ func (vs *visitorSession) resume(after int64) {
 		vs.push(errorFrame("unavailable", "history is not available right now; retry"))
 		return
 	}
-	vs.push(append(frames, map[string]string{"type": "resumed"})...)
+	vs.push(append(frames, map[string]any{"type": "resumed", "more": more})...)
 }
 
 // typing tells the agent handling the conversation.
