@@ -96,3 +96,40 @@ func TestUnionIDJoinsContacts(t *testing.T) {
 		t.Errorf("user/info called %d times after a repeat, want still 3", calls)
 	}
 }
+
+// TestClientsFollowCredentials: a channel whose secret changes moves to a
+// new API client; the old one, used by no channel, is dropped (its token
+// refresher stopped) instead of piling up.
+func TestClientsFollowCredentials(t *testing.T) {
+	fake := wechattest.Start(t, wechattest.Config{})
+	fake.AddApp(appID, "s3cret")
+	fake.AddUser(appID, openid, "")
+	e := newHookEnv(t, conv.KindWeChatOA, `{"app_id":"`+appID+`","api_base":"`+fake.URL()+`"}`, safeSecrets(),
+		func(c *wechat.Config) { c.ChannelTTL = time.Nanosecond })
+	ctx := t.Context()
+	send := func(id conv.MessageID) {
+		t.Helper()
+		fake.Interact(appID, openid, time.Now())
+		err := e.conn.Outbound(ctx, conv.Outbound{TenantID: e.channel.TenantID, ChannelID: e.channel.ID, Kind: conv.KindWeChatOA,
+			To: []conv.Identity{wechat.OpenIDIdentity(appID, openid)},
+			Message: conv.Message{ID: id, Parts: []conv.Part{{Type: conv.PartText, Text: "hi"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	if n := wechat.ClientCount(e.conn); n != 1 {
+		t.Fatalf("%d clients after one send, want 1", n)
+	}
+	ch := e.channel
+	ch.Secrets = safeSecrets()
+	ch.Secrets["app_secret"] = "rotated"
+	fake.AddApp(appID, "rotated")
+	if err := e.store.Tx(ctx, ch.TenantID, func(tx storage.Tx) error { return tx.UpdateChannel(ctx, ch) }); err != nil {
+		t.Fatal(err)
+	}
+	send(2)
+	if n := wechat.ClientCount(e.conn); n != 1 {
+		t.Fatalf("%d clients after the secret changed, want 1 (the old one dropped)", n)
+	}
+}

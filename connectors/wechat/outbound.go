@@ -19,18 +19,45 @@ import (
 	"github.com/switchboard-hq/switchboard/internal/media"
 )
 
+// apiClient is one set of credentials' client and token refresher, and
+// the channels using it.
+type apiClient struct {
+	api    *wxapi.Client
+	tokens *wxapi.SharedTokens
+	stop   context.CancelFunc // the refresher's, once Run started it
+	users  map[conv.ChannelID]bool
+}
+
 // client returns the API client of ch's app. Clients (with their token
-// provider and circuit breaker) are kept per app, kind, API base and
-// secret, so they outlive the channel cache's reloads and a changed secret
-// or api_base gets a fresh one.
+// provider and circuit breaker) are kept per kind, app, API base and
+// secret, so they outlive the channel cache's reloads; when a channel's
+// credentials change, it moves to a new client and an old one no channel
+// uses any more is dropped and its refresher stopped.
 func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
 	secret := ch.Secrets[SecretAppSecret]
 	sum := sha256.Sum256([]byte(secret))
 	key := strings.Join([]string{string(ch.Kind), ch.cfg.AppID, ch.cfg.APIBase, hex.EncodeToString(sum[:8])}, "|")
 	c.clientsMu.Lock()
 	defer c.clientsMu.Unlock()
-	if api, ok := c.clients[key]; ok {
-		return api, nil
+	if c.clients == nil {
+		c.clients = make(map[string]*apiClient)
+		c.clientOf = make(map[conv.ChannelID]string)
+	}
+	if old, ok := c.clientOf[ch.ID]; ok && old != key {
+		if oc := c.clients[old]; oc != nil {
+			delete(oc.users, ch.ID)
+			if len(oc.users) == 0 {
+				if oc.stop != nil {
+					oc.stop()
+				}
+				delete(c.clients, old)
+			}
+		}
+	}
+	c.clientOf[ch.ID] = key
+	if ac, ok := c.clients[key]; ok {
+		ac.users[ch.ID] = true
+		return ac.api, nil
 	}
 	kind := wxapi.KindOA
 	if ch.Kind == conv.KindWeChatMP {
@@ -38,7 +65,10 @@ func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
 	}
 	tokens, err := wxapi.NewSharedTokens(wxapi.TokensConfig{
 		AppID: ch.cfg.AppID, Secret: secret, APIBase: ch.cfg.APIBase, HTTPClient: c.cfg.HTTPClient,
-		Cache: c.cfg.TokenCache, Lease: c.cfg.Lease, Holder: c.cfg.Holder, Logger: c.cfg.Logger,
+		Cache: c.cfg.TokenCache, Lease: c.cfg.Lease, Logger: c.cfg.Logger,
+		// One holder name per refresher: two refreshers of this node must
+		// not both count as holding each other's lease.
+		Holder: c.cfg.Holder + "/" + hex.EncodeToString(sum[:4]) + "/" + ch.cfg.AppID,
 	})
 	if err != nil {
 		return nil, err
@@ -50,15 +80,20 @@ func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.clients == nil {
-		c.clients = make(map[string]*wxapi.Client)
-	}
-	c.clients[key] = api
+	ac := &apiClient{api: api, tokens: tokens, users: map[conv.ChannelID]bool{ch.ID: true}}
+	c.clients[key] = ac
 	if c.runCtx != nil {
-		go tokens.Run(c.runCtx)
+		c.startRefresher(ac)
 	}
-	c.refreshers = append(c.refreshers, tokens)
 	return api, nil
+}
+
+// startRefresher runs ac's token refresher until Run's context ends or the
+// client is dropped. clientsMu is held.
+func (c *Connector) startRefresher(ac *apiClient) {
+	ctx, stop := context.WithCancel(c.runCtx)
+	ac.stop = stop
+	go ac.tokens.Run(ctx)
 }
 
 // Run keeps every app's access token fresh ahead of its expiry (the lease
@@ -68,8 +103,10 @@ func (c *Connector) client(ch *channel) (*wxapi.Client, error) {
 func (c *Connector) Run(ctx context.Context) error {
 	c.clientsMu.Lock()
 	c.runCtx = ctx
-	for _, t := range c.refreshers {
-		go t.Run(ctx)
+	for _, ac := range c.clients {
+		if ac.stop == nil {
+			c.startRefresher(ac)
+		}
 	}
 	c.clientsMu.Unlock()
 	<-ctx.Done()

@@ -268,10 +268,10 @@ type Connector struct {
 	checked  checkedContacts
 	typing   typingState
 
-	clientsMu  sync.Mutex
-	clients    map[string]*wxapi.Client
-	refreshers []*wxapi.SharedTokens
-	runCtx     context.Context // set by Run: refreshers of new clients start in it
+	clientsMu sync.Mutex
+	clients   map[string]*apiClient     // by credentials (see client)
+	clientOf  map[conv.ChannelID]string // a channel's current credentials key
+	runCtx    context.Context           // set by Run: refreshers of new clients start in it
 }
 
 // New returns a Connector.
