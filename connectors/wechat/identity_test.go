@@ -111,7 +111,7 @@ func TestClientsFollowCredentials(t *testing.T) {
 		t.Helper()
 		fake.Interact(appID, openid, time.Now())
 		err := e.conn.Outbound(ctx, conv.Outbound{TenantID: e.channel.TenantID, ChannelID: e.channel.ID, Kind: conv.KindWeChatOA,
-			To: []conv.Identity{wechat.OpenIDIdentity(appID, openid)},
+			To:      []conv.Identity{wechat.OpenIDIdentity(appID, openid)},
 			Message: conv.Message{ID: id, Parts: []conv.Part{{Type: conv.PartText, Text: "hi"}}}})
 		if err != nil {
 			t.Fatal(err)
