@@ -19,10 +19,11 @@ const typingRepeat = 15 * time.Second
 type typingState struct {
 	mu   sync.Mutex
 	sent map[conv.ConversationID]time.Time
-	// want is the latest state not yet sent, per conversation; a
-	// conversation in it has a goroutine sending (only the latest state
-	// matters, so toggles collapse instead of queueing).
-	want map[conv.ConversationID]bool
+	// want holds the states not yet sent, per conversation, at most two:
+	// a quick on-then-off still shows "typing" once, and longer toggling
+	// collapses instead of queueing without bound.
+	want    map[conv.ConversationID][]bool
+	running map[conv.ConversationID]bool
 }
 
 // AgentTyping shows the customer of an Official Account conversation that
@@ -37,7 +38,8 @@ func (c *Connector) AgentTyping(ctx context.Context, cv conv.Conversation, on bo
 	defer t.mu.Unlock()
 	if t.sent == nil {
 		t.sent = make(map[conv.ConversationID]time.Time)
-		t.want = make(map[conv.ConversationID]bool)
+		t.want = make(map[conv.ConversationID][]bool)
+		t.running = make(map[conv.ConversationID]bool)
 	}
 	last, shown := t.sent[cv.ID]
 	switch {
@@ -57,32 +59,42 @@ func (c *Connector) AgentTyping(ctx context.Context, cv conv.Conversation, on bo
 	default:
 		delete(t.sent, cv.ID)
 	}
-	_, running := t.want[cv.ID]
-	t.want[cv.ID] = on
-	if !running {
+	q := t.want[cv.ID]
+	switch {
+	case len(q) == 0 || (len(q) == 1 && q[0] != on):
+		q = append(q, on)
+	case len(q) == 2:
+		q[1] = on
+		if q[0] == q[1] {
+			q = q[:1]
+		}
+	}
+	t.want[cv.ID] = q
+	if !t.running[cv.ID] {
+		t.running[cv.ID] = true
 		go c.sendTyping(context.WithoutCancel(ctx), cv)
 	}
 }
 
-// sendTyping sends a conversation's wanted typing state until none is
-// left, then exits.
+// sendTyping sends a conversation's wanted typing states in order, then
+// exits.
 func (c *Connector) sendTyping(ctx context.Context, cv conv.Conversation) {
 	t := &c.typing
-	var sent *bool
 	for {
 		t.mu.Lock()
-		on, ok := t.want[cv.ID]
-		if !ok || (sent != nil && *sent == on) {
+		q := t.want[cv.ID]
+		if len(q) == 0 {
 			delete(t.want, cv.ID)
+			delete(t.running, cv.ID)
 			t.mu.Unlock()
 			return
 		}
-		t.want[cv.ID] = on // stays while the call runs: marks a sender running
+		on := q[0]
+		t.want[cv.ID] = q[1:]
 		t.mu.Unlock()
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		c.typingCall(callCtx, cv, on)
 		cancel()
-		sent = &on
 	}
 }
 
