@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/ingest"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // gated is a message.Publisher whose first Publish waits for release, the
@@ -57,13 +58,8 @@ func TestGroupInboundSharesOneWrite(t *testing.T) {
 	for i := 1; i <= 20; i++ {
 		go func() { errs <- p.PublishInbound(ctx, envelope(i)) }()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(p.group.Load().queue) < 20 {
-		if time.Now().After(deadline) {
-			t.Fatal("20 envelopes never queued behind the write in flight")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "20 envelopes queued behind the write in flight",
+		func() bool { return len(p.group.Load().queue) == 20 })
 	close(g.release)
 	for range 21 {
 		if err := <-errs; err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/hub"
 	"github.com/switchboard-hq/switchboard/hub/bus"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // env is one test deployment: an embedded bus and a store.
@@ -144,18 +145,6 @@ func (l *eventLog) distinct() int {
 	return len(l.created)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronization
-	}
-}
-
 // publishRaw publishes an envelope as a fresh bus message (a new UUID), as
 // a connector retrying after the bus's dedup window would: only ingest's
 // own dedup can catch it.
@@ -206,7 +195,7 @@ func runIngestAtLeastOnce(t *testing.T, st storage.Store, ids *conv.IDGen, n, wr
 		}()
 	}
 	for _, at := range []int{n / 5, n * 3 / 5} {
-		waitFor(t, 3*time.Minute, fmt.Sprintf("%d messages before a kill", at), func() bool { return events.distinct() >= at })
+		testenv.WaitFor(t, 3*time.Minute, fmt.Sprintf("%d messages before a kill", at), func() bool { return events.distinct() >= at })
 		c.kill()
 		c = e.startIngest(writers)
 	}
@@ -215,7 +204,7 @@ func runIngestAtLeastOnce(t *testing.T, st storage.Store, ids *conv.IDGen, n, wr
 	for err := range errs {
 		t.Fatalf("publish: %v", err)
 	}
-	waitFor(t, 5*time.Minute, fmt.Sprintf("message.created for all %d messages", n), func() bool { return events.distinct() >= n })
+	testenv.WaitFor(t, 5*time.Minute, fmt.Sprintf("message.created for all %d messages", n), func() bool { return events.distinct() >= n })
 	c.kill()
 
 	// Exactly n messages stored, each conversation's seq gapless, and every
@@ -339,7 +328,7 @@ func runOutbound(t *testing.T, st storage.Store, ids *conv.IDGen) {
 	if ok.Status != conv.MsgPending || ok.Direction != conv.Out || ok.Seq != 2 {
 		t.Fatalf("reply stored as %+v, want pending out seq 2", ok)
 	}
-	waitFor(t, 30*time.Second, "reply sent", func() bool { return status(ok.ID).Status == conv.MsgSent })
+	testenv.WaitFor(t, 30*time.Second, "reply sent", func() bool { return status(ok.ID).Status == conv.MsgSent })
 	if got := status(ok.ID).StatusReason; got != "" {
 		t.Fatalf("sent reply has reason %q", got)
 	}
@@ -352,7 +341,7 @@ func runOutbound(t *testing.T, st storage.Store, ids *conv.IDGen) {
 	}
 
 	bad := reply("fail: 45015 outside the reply window", "c2")
-	waitFor(t, 30*time.Second, "reply failed", func() bool { return status(bad.ID).Status == conv.MsgFailed })
+	testenv.WaitFor(t, 30*time.Second, "reply failed", func() bool { return status(bad.ID).Status == conv.MsgFailed })
 	if got := status(bad.ID).StatusReason; got != "45015 outside the reply window" {
 		t.Fatalf("failure reason %q", got)
 	}
@@ -371,7 +360,7 @@ func runOutbound(t *testing.T, st storage.Store, ids *conv.IDGen) {
 	if n, err := svc.Sweep(ctx); err != nil || n != 1 {
 		t.Fatalf("sweep sent %d (%v), want 1", n, err)
 	}
-	waitFor(t, 30*time.Second, "swept reply sent", func() bool { return status(lost.ID).Status == conv.MsgSent })
+	testenv.WaitFor(t, 30*time.Second, "swept reply sent", func() bool { return status(lost.ID).Status == conv.MsgSent })
 	if n, err := svc.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("second sweep sent %d (%v), want 0", n, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-hq/switchboard/core/secret"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // server is a real switchboard serve on a random port (embedded default).
@@ -45,20 +46,7 @@ func startServer(t *testing.T) *server {
 			t.Logf("server log:\n%s", stderr.String())
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + s.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready in time:\n%s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
+	waitReady(t, s.addr, &stderr)
 	m := regexp.MustCompile(`password (\S+)`).FindStringSubmatch(stderr.String())
 	c := regexp.MustCompile(`web chat channel (\d+)`).FindStringSubmatch(stderr.String())
 	if m == nil || c == nil {
@@ -66,6 +54,22 @@ func startServer(t *testing.T) *server {
 	}
 	s.password, s.channel = m[1], c[1]
 	return s
+}
+
+// waitReady waits for a node on addr to answer /readyz with 200.
+func waitReady(t testing.TB, addr string, log *syncBuffer) {
+	t.Helper()
+	ready := func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	if !ready() {
+		testenv.WaitFor(t, 60*time.Second, "/readyz on "+addr+"; log:\n"+log.String(), ready)
+	}
 }
 
 // call does an HTTP request with a JSON body and decodes the JSON answer.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/secret"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // cli runs one command line in-process against data dir.
@@ -187,25 +188,19 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		stop()
 		<-done
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
+	testenv.WaitFor(t, 60*time.Second, "/readyz", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("serve exited early: %v\n%s", err, stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready in time:\n%s", stderr.String())
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	if !strings.Contains(stderr.String(), "tenant create --name acme") {
 		t.Fatalf("first start did not print next steps:\n%s", stderr.String())
 	}

@@ -61,20 +61,8 @@ func startNode(t testing.TB, args ...string) string {
 			t.Logf("node %v log (last 4 KiB):\n%s", args, tail(stderr.String(), 4096))
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %v not ready:\n%s", args, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
+	waitReady(t, addr, &stderr)
+	return addr
 }
 
 func tail(s string, n int) string {
@@ -260,8 +248,7 @@ func weChatPushesTwoNodes(t testing.TB, messages int) []time.Duration {
 		}
 		return stored, gaps
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	testenv.WaitFor(t, 2*time.Minute, fmt.Sprintf("%d messages stored", messages), func() bool {
 		n, gaps := count()
 		if len(gaps) > 0 {
 			t.Fatalf("seq gaps: %v", gaps)
@@ -269,13 +256,7 @@ func weChatPushesTwoNodes(t testing.TB, messages int) []time.Duration {
 		if n > messages {
 			t.Fatalf("%d messages stored from %d distinct pushes", n, messages)
 		}
-		if n == messages {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages stored after 2 minutes", n, messages)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+		return n == messages
+	})
 	return lat
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wechattest"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // TestWeChatEndToEnd: a business connects an Official Account (channel
@@ -68,19 +69,13 @@ func TestWeChatEndToEnd(t *testing.T) {
 	// The agent types: the customer sees WeChat's "typing", then not.
 	dev.send(map[string]any{"type": "typing", "conversation_id": convID, "typing": true})
 	dev.send(map[string]any{"type": "typing", "conversation_id": convID, "typing": false})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ty := fake.Typing()
-		if len(ty) == 2 {
-			if ty[0].ToUser != openid || ty[0].Command != "Typing" || ty[1].Command != "CancelTyping" {
-				t.Fatalf("WeChat typing calls = %+v", ty)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("WeChat typing calls = %+v, want Typing then CancelTyping", ty)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
+	var ty []wechattest.Typing
+	testenv.WaitFor(t, 10*time.Second, "Typing then CancelTyping at WeChat", func() bool {
+		ty = fake.Typing()
+		return len(ty) >= 2
+	})
+	if len(ty) != 2 || ty[0].ToUser != openid || ty[0].Command != "Typing" || ty[1].Command != "CancelTyping" {
+		t.Fatalf("WeChat typing calls = %+v", ty)
 	}
 
 	msgs := s.mustCall("GET", "/v1/conversations/"+convID+"/messages?after_seq=0", tok, nil, 200)
@@ -200,20 +195,13 @@ func TestWeChatEndToEnd(t *testing.T) {
 	if status, body, err := p.PushMessage(t.Context(), follow); err != nil || status != http.StatusOK || string(body) != "success" {
 		t.Fatalf("follow push = %d %q %v", status, body, err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		resolved := s.mustCall("GET", "/v1/conversations?status=resolved", tok, nil, 200)["conversations"].([]any)
-		if len(resolved) == 1 {
-			r := resolved[0].(map[string]any)
-			if r["channel_id"] != ch.ID || r["scene"] != "qrscene_spring" {
-				t.Fatalf("the follow's conversation = %v", r)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the follow was never recorded")
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
+	var resolved []any
+	testenv.WaitFor(t, 10*time.Second, "the follow to be recorded", func() bool {
+		resolved = s.mustCall("GET", "/v1/conversations?status=resolved", tok, nil, 200)["conversations"].([]any)
+		return len(resolved) > 0
+	})
+	if r := resolved[0].(map[string]any); len(resolved) != 1 || r["channel_id"] != ch.ID || r["scene"] != "qrscene_spring" {
+		t.Fatalf("the follow's conversations = %v", resolved)
 	}
 	open := s.mustCall("GET", "/v1/conversations?status=open&assignee=unassigned", tok, nil, 200)["conversations"].([]any)
 	for _, c := range open {

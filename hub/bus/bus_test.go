@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -334,7 +335,7 @@ func TestCloseWaitsForHandlerAck(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- sub.Close() }()
 	ts := sub.(*subscriber)
-	waitFor(t, 10*time.Second, "Close to start stopping", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "Close to start stopping", func() bool {
 		ts.mu.Lock()
 		defer ts.mu.Unlock()
 		if len(ts.subs) == 0 {
@@ -352,7 +353,7 @@ func TestCloseWaitsForHandlerAck(t *testing.T) {
 	if _, ok := <-ch; ok {
 		t.Error("channel still open after Close")
 	}
-	waitFor(t, 10*time.Second, "the ack to be recorded", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the ack to be recorded", func() bool {
 		ci, err := b.js.ConsumerInfo("INBOUND", durableName("slow", TopicInbound))
 		return err == nil && ci.NumAckPending == 0 && ci.AckFloor.Stream == 1
 	})

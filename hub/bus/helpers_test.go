@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // testWriter sends log lines to t until the test's cleanups have run;
@@ -92,18 +93,6 @@ func runRouter(t testing.TB, r *message.Router) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // settled waits until the group's consumer on topic has nothing left to
 // deliver and nothing unacked: from then on no handler call can happen.
 func settled(t testing.TB, b *Bus, group, topic string) {
@@ -112,7 +101,7 @@ func settled(t testing.TB, b *Bus, group, topic string) {
 	if err != nil {
 		t.Fatalf("stream for %s: %v", topic, err)
 	}
-	waitFor(t, 30*time.Second, "consumer "+group+" on "+topic+" to settle", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "consumer "+group+" on "+topic+" to settle", func() bool {
 		ci, err := b.js.ConsumerInfo(stream, durableName(group, topic))
 		if errors.Is(err, nats.ErrConsumerNotFound) {
 			return false

@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // recorder is a handler that records each call's delivery attempt and
@@ -368,7 +369,7 @@ func TestDeadLetterSink(t *testing.T) {
 			if err := b.Publisher().Publish(TopicInbound, msg); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, "a dead letter", func() bool { return len(sink.letters()) > 0 })
+			testenv.WaitFor(t, 30*time.Second, "a dead letter", func() bool { return len(sink.letters()) > 0 })
 			settled(t, b, deadLetterHandler, TopicPoison)
 
 			got := sink.letters()

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"io"
 	"log/slog"
 	"net"
@@ -292,13 +293,7 @@ func (c *rawClient) expectEOF() {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, wait, what, cond)
 }
 
 func ctxWait(t *testing.T) context.Context {

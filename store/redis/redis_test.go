@@ -332,20 +332,13 @@ func numsub(t *testing.T, raw *goredis.Client, channel string) func() (int64, er
 
 func poll(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.WaitFor(t, 5*time.Second, what, func() bool {
 		ok, err := cond()
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still false after 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronization
-	}
+		return ok
+	})
 }
 
 // A node's subscriptions to one topic share one Redis subscription, which

@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wechattest"
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"github.com/switchboard-hq/switchboard/store/memory"
 )
 
@@ -49,7 +50,7 @@ func TestTwoNodesShareOneToken(t *testing.T) {
 	}
 	// Node a's callers each read once, then queue behind the refresher,
 	// which reads once more under the lease.
-	eventually(t, 10*time.Second, "node a's callers to read the cache", func() bool { return counted.n.Load() >= n/2+1 })
+	testenv.WaitFor(t, 10*time.Second, "node a's callers to read the cache", func() bool { return counted.n.Load() >= n/2+1 })
 	close(hold)
 	wg.Wait()
 	for i := range n {
@@ -439,10 +440,10 @@ func TestRunRefreshesInBackground(t *testing.T) {
 		tok, _, _ := e.cache.Get(ctx, st.CacheKey())
 		return tok.Value
 	}
-	eventually(t, 5*time.Second, "Run to fetch the first token", func() bool { return cached() != "" })
+	testenv.WaitFor(t, 5*time.Second, "Run to fetch the first token", func() bool { return cached() != "" })
 	first := cached()
 	e.clk.Advance(tokenTTL - 4*time.Minute)
-	eventually(t, 5*time.Second, "Run to refresh ahead of expiry", func() bool { return cached() != first })
+	testenv.WaitFor(t, 5*time.Second, "Run to refresh ahead of expiry", func() bool { return cached() != first })
 	if n := e.fake.TokenIssued(); n != 2 {
 		t.Fatalf("%d tokens issued, want 2", n)
 	}
