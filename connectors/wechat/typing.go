@@ -33,6 +33,9 @@ type typingState struct {
 // nothing depends on it.
 func (c *Connector) AgentTyping(ctx context.Context, cv conv.Conversation, on bool) {
 	now := c.cfg.Now()
+	if c.notWeChat(cv.ChannelID, now) {
+		return // a web chat (or other) conversation: nothing to start
+	}
 	t := &c.typing
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -311,6 +311,18 @@ func (c *Connector) channel(ctx context.Context, id conv.ChannelID) (*channel, e
 	return ch, err
 }
 
+// notWeChat reports whether id is known, from the cache, not to be an
+// enabled WeChat Official Account channel.
+func (c *Connector) notWeChat(id conv.ChannelID, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch, ok := c.channels[id]; ok && now.Sub(ch.loaded) < c.cfg.ChannelTTL {
+		return ch.Kind != conv.KindWeChatOA
+	}
+	missed, ok := c.misses[id]
+	return ok && now.Sub(missed) < c.cfg.ChannelTTL
+}
+
 // load reads channel id from the store and caches it.
 func (c *Connector) load(ctx context.Context, id conv.ChannelID, now time.Time) (*channel, error) {
 	tenant, err := c.cfg.Store.ChannelTenant(ctx, id)
