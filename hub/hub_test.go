@@ -44,6 +44,28 @@ func TestRegistrySplit(t *testing.T) {
 	}
 }
 
+// TestRegistryGeneratesSecrets: a Generated secret is made when the
+// config has none (fresh per channel, 32 bytes hex) and kept when it has
+// one, as an update that merges the stored secrets in does.
+func TestRegistryGeneratesSecrets(t *testing.T) {
+	r := NewRegistry(Kind{Name: "email", Secrets: []string{"password", "thread_key"}, Generated: []string{"thread_key"}})
+	_, a, err := r.Split("email", []byte(`{"password":"pw"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := r.Split("email", []byte(`{"password":"pw"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a["thread_key"]) != 64 || a["thread_key"] == b["thread_key"] || a["password"] != "pw" {
+		t.Fatalf("generated secrets %q and %q, want two different 64-hex-digit keys", a["thread_key"], b["thread_key"])
+	}
+	_, kept, err := r.Split("email", []byte(`{"password":"pw2","thread_key":"`+a["thread_key"]+`"}`))
+	if err != nil || kept["thread_key"] != a["thread_key"] {
+		t.Fatalf("an update carrying the key got %q (%v), want it kept", kept["thread_key"], err)
+	}
+}
+
 func TestDecodeRejectsBadPayloadsPermanently(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -23,6 +25,12 @@ type Kind struct {
 	// CheckSecrets, if set, validates the secret fields (their shape only:
 	// an error must not echo a value).
 	CheckSecrets func(secrets map[string]string) error
+	// Generated are secret fields (also listed in Secrets) that Split
+	// fills with 32 random bytes, hex, when the config has none: keys the
+	// connector needs and nobody has to type (an HMAC key). A config that
+	// carries the field keeps it, so an update that merges the stored
+	// secrets in keeps the key.
+	Generated []string
 }
 
 // Registry knows the channel kinds this build supports. Connectors register
@@ -85,6 +93,16 @@ func (r *Registry) Split(kind conv.ChannelKind, raw []byte) (config json.RawMess
 		}
 		secrets[name] = s
 		delete(fields, name)
+	}
+	for _, name := range k.Generated {
+		if secrets[name] != "" {
+			continue
+		}
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, nil, fmt.Errorf("generate %s: %w", name, err)
+		}
+		secrets[name] = hex.EncodeToString(b[:])
 	}
 	if k.Check != nil {
 		if err := k.Check(fields); err != nil {

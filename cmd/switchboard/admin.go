@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -142,7 +143,14 @@ type channelView struct {
 	conv.Channel
 	SecretFields []string `json:"secret_fields"`
 	WebhookPath  string   `json:"webhook_path,omitempty"`
+	// Status is what the channel's connector last reported (an email
+	// channel's IMAP connection: connected, reconnecting, auth_failed…).
+	Status json.RawMessage `json:"status,omitempty"`
 }
+
+// channelStatusKey is the channel state under which connectors report
+// their status (connectors/email writes JSON there).
+const channelStatusKey = "status"
 
 func viewChannel(ch conv.Channel) channelView {
 	v := channelView{Channel: ch, SecretFields: ch.SecretNames()}
@@ -206,8 +214,22 @@ func cmdChannelList(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	views := make([]channelView, 0, len(chans))
-	for _, ch := range chans {
-		views = append(views, viewChannel(ch))
+	err = st.Read(ctx, tid, func(tx storage.Tx) error {
+		for _, ch := range chans {
+			v := viewChannel(ch)
+			status, err := tx.ChannelState(ctx, ch.ID, channelStatusKey)
+			switch {
+			case err == nil && json.Valid([]byte(status)):
+				v.Status = json.RawMessage(status)
+			case err != nil && !errors.Is(err, conv.ErrNotFound):
+				return err
+			}
+			views = append(views, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return printJSON(stdout, map[string]any{"channels": views})
 }

@@ -150,6 +150,25 @@ func TestInboundValidate(t *testing.T) {
 		{"bad location", func(i *Inbound) { i.Parts = []Part{{Type: PartLocation, Lat: 91}} }},
 		{"call without event", func(i *Inbound) { i.Parts = []Part{{Type: PartCall}} }},
 		{"negative window", func(i *Inbound) { i.ReplyWindow = -1 }},
+		{"email part without email", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail}} }},
+		{"email headers on a text part", func(i *Inbound) { i.Parts = []Part{{Type: PartText, Text: "x", Email: &Email{}}} }},
+		{"line break in subject", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail, Email: &Email{Subject: "a\r\nBcc: x@y"}}} }},
+		{"line break in a recipient", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail, Email: &Email{Cc: []string{"a@b\nX: y"}}}} }},
+		{"too many recipients", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail, Email: &Email{To: make([]string, MaxRecipients+1)}}} }},
+		{"huge quoted", func(i *Inbound) {
+			i.Parts = []Part{{Type: PartEmail, Email: &Email{Quoted: strings.Repeat("字", MaxTextRune+1)}}}
+		}},
+		{"too many thread keys", func(i *Inbound) { i.Thread = &Thread{Refs: make([]string, MaxThreadKeys), Keys: []string{"k"}} }},
+		{"empty thread key", func(i *Inbound) { i.Thread = &Thread{Keys: []string{""}} }},
+		{"long thread key", func(i *Inbound) { i.Thread = &Thread{Weak: strings.Repeat("x", MaxThreadKeyLen+1)} }},
+		{"negative weak window", func(i *Inbound) { i.Thread = &Thread{Weak: "w", WeakWindow: -1} }},
+	}
+	mail := ok
+	mail.Parts = []Part{{Type: PartEmail, Email: &Email{Subject: "Refund", From: "Ann <ann@example.com>",
+		To: []string{"support@shop.example"}, MessageID: "<a1@example.com>"}}, {Type: PartText, Text: "hi"}}
+	mail.Thread = &Thread{Refs: []string{"<a0@example.com>"}, Keys: []string{"<a1@example.com>"}, Weak: "ann\nrefund"}
+	if err := mail.Validate(); err != nil {
+		t.Fatalf("valid mail envelope: %v", err)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

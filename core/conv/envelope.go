@@ -25,6 +25,64 @@ type Inbound struct {
 	// ReplyWindow, when set, is how long after this message the channel
 	// accepts replies (WeChat: 48h).
 	ReplyWindow time.Duration `json:"reply_window,omitempty"`
+	// Thread, when set, places the envelope by thread rather than by
+	// sender: the channel (email) has threads, a contact may have several
+	// conversations open at once, and a reply to a resolved conversation
+	// reopens it. Without it the envelope joins the open conversation of
+	// (channel, contact), or opens one.
+	Thread *Thread `json:"thread,omitempty"`
+}
+
+// Thread says which conversation a threaded envelope belongs to. Core
+// tries, in order: Conversation; each of Refs; Weak. The first that names a
+// conversation of the envelope's channel wins (Weak only while that
+// conversation is open, or was resolved less than WeakWindow ago); with
+// none, the envelope opens a new conversation. Either way the message is
+// then known by Keys and Weak, so later messages that refer to it find it.
+type Thread struct {
+	// Conversation is one the connector proved the message belongs to
+	// (email: an authenticated token in one of our own Message-IDs).
+	Conversation ConversationID `json:"conversation,omitempty"`
+	// Refs are the keys the message refers to, strongest first (email:
+	// In-Reply-To, then References newest first).
+	Refs []string `json:"refs,omitempty"`
+	// Keys are the keys the message itself is known by (email: its
+	// Message-ID).
+	Keys []string `json:"keys,omitempty"`
+	// Weak is a fallback key for clients that drop the headers (email:
+	// sender and normalized subject). It points at the newest conversation
+	// it was seen on.
+	Weak string `json:"weak,omitempty"`
+	// WeakWindow is how long after a conversation is resolved Weak still
+	// joins it; zero means only while it is open.
+	WeakWindow time.Duration `json:"weak_window,omitempty"`
+}
+
+// Bounds on a Thread, so the keys an envelope writes stay bounded.
+const (
+	MaxThreadKeys   = 64
+	MaxThreadKeyLen = 512
+)
+
+// Validate checks a Thread's bounds.
+func (t *Thread) Validate() error {
+	if len(t.Refs)+len(t.Keys) > MaxThreadKeys {
+		return fmt.Errorf("%w: thread has %d refs and keys, at most %d", ErrInvalid, len(t.Refs)+len(t.Keys), MaxThreadKeys)
+	}
+	if t.WeakWindow < 0 {
+		return fmt.Errorf("%w: negative thread weak_window", ErrInvalid)
+	}
+	for _, k := range append(append([]string{t.Weak}, t.Refs...), t.Keys...) {
+		if len(k) > MaxThreadKeyLen {
+			return fmt.Errorf("%w: thread key longer than %d bytes", ErrInvalid, MaxThreadKeyLen)
+		}
+	}
+	for _, k := range append(t.Refs, t.Keys...) {
+		if k == "" {
+			return fmt.Errorf("%w: empty thread key", ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // MaxExternalID bounds dedup keys.
@@ -51,6 +109,11 @@ func (in Inbound) Validate() error {
 	}
 	if err := in.From.Validate(); err != nil {
 		return err
+	}
+	if in.Thread != nil {
+		if err := in.Thread.Validate(); err != nil {
+			return err
+		}
 	}
 	return ValidateParts(in.Parts)
 }

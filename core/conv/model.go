@@ -238,6 +238,9 @@ const (
 	PartLocation PartType = "location"
 	PartCard     PartType = "card"
 	PartCall     PartType = "call"
+	// PartEmail carries a mail's headers (Part.Email); it is the first part
+	// of every message on an email channel, in and out.
+	PartEmail PartType = "email"
 )
 
 // Part is one piece of a message. Which fields are meaningful depends on
@@ -267,6 +270,62 @@ type Part struct {
 	Page        string `json:"page,omitempty"`
 	// Call event: ringing, answered, ended, missed.
 	Event string `json:"event,omitempty"`
+	// Email: the headers of a mail (type email).
+	Email *Email `json:"email,omitempty"`
+}
+
+// Email is what an agent needs of a mail besides its body: who, what
+// about, how it threads, and where its HTML and raw bytes are kept. On an
+// agent's reply every field is optional: Subject, To and Cc override what
+// the thread would use; the connector fills in the rest when it sends.
+type Email struct {
+	Subject string `json:"subject,omitempty"`
+	// From, To and Cc are RFC 5322 mailboxes as "Name <addr>" or "addr".
+	From string   `json:"from,omitempty"`
+	To   []string `json:"to,omitempty"`
+	Cc   []string `json:"cc,omitempty"`
+	// MessageID, InReplyTo and References with their angle brackets.
+	MessageID  string   `json:"message_id,omitempty"`
+	InReplyTo  string   `json:"in_reply_to,omitempty"`
+	References []string `json:"references,omitempty"`
+	// HTML is the media URL of the sanitized HTML body, if the mail had
+	// one; cid: URLs in it name image and file parts by MediaID "cid:…".
+	HTML string `json:"html,omitempty"`
+	// Raw is the media URL of the mail as received.
+	Raw string `json:"raw,omitempty"`
+	// Quoted is the history and signature folded out of the body text.
+	Quoted string `json:"quoted,omitempty"`
+	// Auto says why a mail is automatic (auto-reply, list, bounce…): it
+	// asks nothing of an agent and is never answered automatically.
+	Auto string `json:"auto,omitempty"`
+	// Error says why the mail could not be read; Raw keeps it whole.
+	Error string `json:"error,omitempty"`
+}
+
+// MaxRecipients bounds Email.To and Email.Cc together, and References.
+const MaxRecipients = 100
+
+func (e *Email) validate() error {
+	if e == nil {
+		return fmt.Errorf("%w: email part needs email", ErrInvalid)
+	}
+	if len(e.To)+len(e.Cc) > MaxRecipients || len(e.References) > MaxRecipients {
+		return fmt.Errorf("%w: email part has more than %d recipients or references", ErrInvalid, MaxRecipients)
+	}
+	if utf8.RuneCountInString(e.Quoted) > MaxTextRune {
+		return fmt.Errorf("%w: email quoted text longer than %d characters", ErrInvalid, MaxTextRune)
+	}
+	fields := append([]string{e.Subject, e.From, e.MessageID, e.InReplyTo, e.HTML, e.Raw, e.Auto, e.Error}, e.To...)
+	fields = append(append(fields, e.Cc...), e.References...)
+	for _, f := range fields {
+		if len(f) > maxField {
+			return fmt.Errorf("%w: email part field longer than %d bytes", ErrInvalid, maxField)
+		}
+		if strings.ContainsAny(f, "\r\n") {
+			return fmt.Errorf("%w: email part field holds a line break", ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // Limits on message content, so a store row and a websocket frame stay bounded.
@@ -285,6 +344,9 @@ func (p Part) Validate() error {
 		if len(f) > maxField {
 			return fmt.Errorf("%w: %s part field longer than %d bytes", ErrInvalid, p.Type, maxField)
 		}
+	}
+	if p.Email != nil && p.Type != PartEmail {
+		return fmt.Errorf("%w: %s part carries email headers", ErrInvalid, p.Type)
 	}
 	switch p.Type {
 	case PartText:
@@ -306,6 +368,10 @@ func (p Part) Validate() error {
 	case PartCall:
 		if p.Event == "" {
 			return fmt.Errorf("%w: call part needs event", ErrInvalid)
+		}
+	case PartEmail:
+		if err := p.Email.validate(); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("%w: unknown part type %q", ErrInvalid, p.Type)

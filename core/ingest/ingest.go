@@ -69,6 +69,8 @@ type Result struct {
 	// Opened: this envelope opened the conversation (also on a duplicate of
 	// the envelope that did).
 	Opened bool
+	// Reopened: this envelope joined a resolved thread and reopened it.
+	Reopened bool
 }
 
 // Events returns the domain events the result publishes.
@@ -77,6 +79,9 @@ func (r Result) Events(at time.Time) []conv.Event {
 	var evs []conv.Event
 	if r.Opened {
 		evs = append(evs, conv.Event{Type: conv.EventConversationOpened, TenantID: c.TenantID, Conversation: &c, At: at})
+	}
+	if r.Reopened {
+		evs = append(evs, conv.Event{Type: conv.EventConversationUpdated, TenantID: c.TenantID, Conversation: &c, At: at})
 	}
 	return append(evs, conv.Event{Type: conv.EventMessageCreated, TenantID: m.TenantID, Conversation: &c, Message: &m, At: at})
 }
@@ -325,7 +330,7 @@ func (s *Service) store(ctx context.Context, tenant conv.TenantID, reqs []reques
 	}
 	results := make([]Result, len(outcomes))
 	for i, o := range outcomes {
-		results[i] = Result{Message: o.Message, Conversation: o.Conversation, Duplicate: o.Duplicate, Opened: o.Opened}
+		results[i] = Result{Message: o.Message, Conversation: o.Conversation, Duplicate: o.Duplicate, Opened: o.Opened, Reopened: o.Reopened}
 	}
 	return results, nil
 }

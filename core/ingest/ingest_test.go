@@ -322,3 +322,39 @@ func TestConcurrentBatchesGapless(t *testing.T) {
 		}
 	})
 }
+
+// TestReplyReopensThread: a threaded reply to a resolved conversation
+// reopens it and publishes conversation.updated with the open
+// conversation, so dispatch and the consoles see it come back.
+func TestReplyReopensThread(t *testing.T) {
+	stores(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		first := f.env("m1", "ann")
+		first.Thread = &conv.Thread{Keys: []string{"<a1@example.com>"}}
+		r1, err := f.svc.Accept(ctx, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = f.store.Tx(ctx, f.tenant, func(tx storage.Tx) error {
+			c := r1.Conversation
+			at := time.Now()
+			c.Status, c.ResolvedAt = conv.StatusResolved, &at
+			return tx.UpdateConversation(ctx, c)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply := f.env("m2", "ann")
+		reply.Thread = &conv.Thread{Refs: []string{"<a1@example.com>"}}
+		r2, err := f.svc.Accept(ctx, reply)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r2.Reopened || r2.Conversation.ID != r1.Conversation.ID || r2.Conversation.Status != conv.StatusOpen {
+			t.Fatalf("reply = %+v, want %s reopened", r2, r1.Conversation.ID)
+		}
+		if got := f.events.count(conv.EventConversationUpdated); got != 1 {
+			t.Fatalf("conversation.updated published %d times, want 1", got)
+		}
+	})
+}

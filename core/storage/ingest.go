@@ -38,6 +38,9 @@ type IngestOutcome struct {
 	// Opened: this envelope opened the conversation (also on a duplicate
 	// of the envelope that did, whose seq is 1).
 	Opened bool
+	// Reopened: this threaded envelope joined a resolved conversation and
+	// opened it again (not reported again on a duplicate).
+	Reopened bool
 }
 
 // BatchIngester is an optional capability of a Tx: storing many envelopes
@@ -151,7 +154,10 @@ func IngestOrder(items []IngestItem) []int {
 // For each envelope: dedup on (channel, external id), returning the stored message
 // and its conversation; resolve or create the contact by identity (named
 // FromName); reuse the open conversation of (channel, contact) or open one
-// (ConversationID, Scene, the channel's group, Now); push the reply
+// (ConversationID, Scene, the channel's group, Now) — or, for a threaded
+// envelope, place it as conv.Thread says (reopening a resolved thread for
+// anything but a system event) and afterwards record its Keys and Weak key
+// (WeakKey) for the conversation; push the reply
 // deadline to SentAt (Now when zero or later) plus ReplyWindow unless the
 // envelope is a system event or the deadline is already later; append the
 // message (MessageID, received, sender the contact or the system) with the
@@ -217,12 +223,21 @@ func ingestOne(ctx context.Context, tx Tx, it IngestItem, channels map[conv.Chan
 		return IngestOutcome{}, fmt.Errorf("%s: contact: %w", op, err)
 	}
 	now := it.Now.UTC().Truncate(time.Microsecond)
-	c, opened, err := tx.OpenConversation(ctx, ch.ID, contact.ID, conv.Conversation{
+	tmpl := conv.Conversation{
 		ID:        it.ConversationID,
 		Scene:     in.Scene,
 		GroupID:   ch.GroupID,
 		CreatedAt: now,
-	})
+	}
+	var (
+		c                conv.Conversation
+		opened, reopened bool
+	)
+	if in.Thread != nil {
+		c, opened, reopened, err = placeThreaded(ctx, tx, in, ch.ID, contact.ID, tmpl)
+	} else {
+		c, opened, err = tx.OpenConversation(ctx, ch.ID, contact.ID, tmpl)
+	}
 	if err != nil {
 		return IngestOutcome{}, fmt.Errorf("%s: conversation: %w", op, err)
 	}
@@ -253,5 +268,82 @@ func ingestOne(ctx context.Context, tx Tx, it IngestItem, channels map[conv.Chan
 	}
 	c.LastSeq = m.Seq
 	c.UpdatedAt = now
-	return IngestOutcome{Message: m, Conversation: c, Opened: opened}, nil
+	if th := in.Thread; th != nil {
+		keys := th.Keys
+		if th.Weak != "" {
+			keys = append(slices.Clip(keys), WeakKey(th.Weak))
+		}
+		if len(keys) > 0 {
+			if err := tx.SetThreadKeys(ctx, ch.ID, c.ID, keys, now); err != nil {
+				return IngestOutcome{}, fmt.Errorf("%s: thread keys: %w", op, err)
+			}
+		}
+	}
+	return IngestOutcome{Message: m, Conversation: c, Opened: opened, Reopened: reopened}, nil
+}
+
+// WeakKey is the thread key under which a Thread's Weak key is recorded,
+// apart from the keys messages are known by.
+func WeakKey(weak string) string { return "weak:" + weak }
+
+// placeThreaded finds the conversation a threaded envelope belongs to, as
+// conv.Thread describes, reopening it if it was resolved (unless the
+// envelope is a system event), or opens a conversation of its own thread.
+func placeThreaded(ctx context.Context, tx Tx, in conv.Inbound, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (c conv.Conversation, opened, reopened bool, err error) {
+	th := in.Thread
+	found := false
+	if !th.Conversation.IsZero() {
+		c, err = tx.Conversation(ctx, th.Conversation)
+		switch {
+		case err == nil:
+			found = c.ChannelID == channel
+		case !errors.Is(err, conv.ErrNotFound):
+			return c, false, false, err
+		}
+	}
+	if !found && len(th.Refs) > 0 {
+		if c, found, err = threadLookup(ctx, tx, channel, th.Refs); err != nil {
+			return c, false, false, err
+		}
+	}
+	if !found && th.Weak != "" {
+		if c, found, err = threadLookup(ctx, tx, channel, []string{WeakKey(th.Weak)}); err != nil {
+			return c, false, false, err
+		}
+		// The weak key joins a conversation only while it is open or
+		// within WeakWindow of its resolution.
+		found = found && (c.Status == conv.StatusOpen ||
+			(c.ResolvedAt != nil && tmpl.CreatedAt.Sub(*c.ResolvedAt) < th.WeakWindow))
+	}
+	if !found {
+		c, err = tx.NewConversation(ctx, channel, contact, tmpl)
+		return c, err == nil, false, err
+	}
+	if c.Status == conv.StatusOpen || in.System {
+		return c, false, false, nil
+	}
+	c.Status, c.ResolvedAt = conv.StatusOpen, nil
+	if err := tx.UpdateConversation(ctx, c); err != nil {
+		return c, false, false, fmt.Errorf("reopen %s: %w", c.ID, err)
+	}
+	if c, err = tx.Conversation(ctx, c.ID); err != nil {
+		return c, false, false, err
+	}
+	return c, false, true, nil
+}
+
+// threadLookup reads the conversation the first recorded key names.
+func threadLookup(ctx context.Context, tx Tx, channel conv.ChannelID, keys []string) (conv.Conversation, bool, error) {
+	id, err := tx.ThreadConversation(ctx, channel, keys)
+	if errors.Is(err, conv.ErrNotFound) {
+		return conv.Conversation{}, false, nil
+	}
+	if err != nil {
+		return conv.Conversation{}, false, err
+	}
+	c, err := tx.Conversation(ctx, id)
+	if err != nil {
+		return c, false, err
+	}
+	return c, true, nil
 }

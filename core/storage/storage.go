@@ -13,6 +13,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
@@ -79,6 +80,11 @@ type Tx interface {
 	// or opens one from tmpl (its ID, Priority, Scene, GroupID, CreatedAt);
 	// opened reports which.
 	OpenConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (c conv.Conversation, opened bool, err error)
+	// NewConversation opens a conversation of its own thread from tmpl (as
+	// OpenConversation), even when (channel, contact) has others open: a
+	// threaded channel (email) keeps one conversation per thread.
+	// OpenConversation never returns one of these.
+	NewConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (conv.Conversation, error)
 	Conversation(ctx context.Context, id conv.ConversationID) (conv.Conversation, error)
 	// UpdateConversation writes status, assignee, group, priority, scene,
 	// reply deadline and resolved_at of c.
@@ -104,6 +110,20 @@ type Tx interface {
 	// changed is false when nothing moved.
 	SetMessageStatus(ctx context.Context, id conv.MessageID, status conv.MessageStatus, reason, externalID string) (m conv.Message, changed bool, err error)
 
+	// ThreadConversation returns the conversation of channel that the
+	// first of keys (in order) is recorded for, ErrNotFound if none is.
+	ThreadConversation(ctx context.Context, channel conv.ChannelID, keys []string) (conv.ConversationID, error)
+	// SetThreadKeys records keys for conversation, replacing what each key
+	// named before (a key follows the newest conversation it was seen on).
+	SetThreadKeys(ctx context.Context, channel conv.ChannelID, conversation conv.ConversationID, keys []string, at time.Time) error
+
+	// ChannelState returns what a connector saved for channel under key (a
+	// mailbox position, a connection status), ErrNotFound if nothing.
+	ChannelState(ctx context.Context, channel conv.ChannelID, key string) (string, error)
+	// SetChannelState saves value under key for channel. Keys are at most
+	// MaxStateKey bytes, values MaxStateValue; longer is ErrInvalid.
+	SetChannelState(ctx context.Context, channel conv.ChannelID, key, value string, at time.Time) error
+
 	// Outbox: a pending outbound message is "unpublished" until
 	// MarkPublished; the sweeper republishes those older than a grace period.
 	MarkPublished(ctx context.Context, id conv.MessageID, at time.Time) error
@@ -124,6 +144,23 @@ type Tx interface {
 	RevokeToken(ctx context.Context, id conv.TokenID, at time.Time) error
 
 	ConsoleTx
+}
+
+// Bounds on channel state.
+const (
+	MaxStateKey   = 128
+	MaxStateValue = 64 << 10
+)
+
+// CheckState checks a channel state key and value against their bounds.
+func CheckState(key, value string) error {
+	switch {
+	case key == "" || len(key) > MaxStateKey:
+		return fmt.Errorf("%w: channel state key must be 1 to %d bytes", conv.ErrInvalid, MaxStateKey)
+	case len(value) > MaxStateValue:
+		return fmt.Errorf("%w: channel state value over %d bytes", conv.ErrInvalid, MaxStateValue)
+	}
+	return nil
 }
 
 // Sealer encrypts and decrypts one secret bound to its place (tenant,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,11 @@ func (r *ingestRow) dest() []any {
 func (t *tx) IngestBatch(ctx context.Context, items []storage.IngestItem) ([]storage.IngestOutcome, error) {
 	if len(items) == 0 {
 		return []storage.IngestOutcome{}, nil
+	}
+	// Threaded envelopes (email) are few and take lookups ingest_envelope
+	// does not make: such a batch goes the reference way.
+	if slices.ContainsFunc(items, func(it storage.IngestItem) bool { return it.In.Thread != nil }) {
+		return storage.IngestEach(ctx, t, items)
 	}
 	type call struct {
 		i                     int

@@ -43,6 +43,10 @@ var tenantProbes = map[string]string{
 		WHERE NOT EXISTS (SELECT 1 FROM conversation_reads r WHERE r.agent_id = a.id AND r.conversation_id = c.id) LIMIT 1`,
 	"visitors": `INSERT INTO visitors (tenant_id, id, channel_id, contact_id, hash, created_at)
 		SELECT $1, $2, ch.id, ct.id, decode(md5($2::bigint::text), 'hex'), now() FROM channels ch, contacts ct LIMIT 1`,
+	"thread_keys": `INSERT INTO thread_keys (tenant_id, channel_id, key, conversation_id, updated_at)
+		SELECT $1, channel_id, 'probe-' || $2::bigint, id, now() FROM conversations LIMIT 1`,
+	"channel_state": `INSERT INTO channel_state (tenant_id, channel_id, key, value, updated_at)
+		SELECT $1, id, 'probe-' || $2::bigint, 'v', now() FROM channels LIMIT 1`,
 }
 
 // directoryTable is readable by every transaction (Store.ChannelTenant runs
@@ -95,6 +99,12 @@ func seedTenant(t *testing.T, s *Store, ids *conv.IDGen, tenant conv.TenantID, n
 			vh := sha256.Sum256([]byte(fmt.Sprintf("visitor-%s-%d", tenant, i)))
 			if err := tx.CreateVisitor(ctx, conv.Visitor{ID: conv.NewID[conv.VisitorID](ids), ChannelID: ch.ID,
 				ContactID: ct.ID, Hash: vh[:], CreatedAt: now()}); err != nil {
+				return err
+			}
+			if err := tx.SetThreadKeys(ctx, ch.ID, c.ID, []string{fmt.Sprintf("<m%d@x>", i)}, now()); err != nil {
+				return err
+			}
+			if err := tx.SetChannelState(ctx, ch.ID, "position", fmt.Sprintf("%d", i), now()); err != nil {
 				return err
 			}
 		}

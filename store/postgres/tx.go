@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -412,7 +413,7 @@ func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, conta
 	}
 	findOpen := func() (conv.Conversation, error) {
 		return t.scanConversation(t.pg.QueryRow(ctx, `SELECT `+conversationCols+` FROM conversations
-			WHERE tenant_id = $1 AND channel_id = $2 AND contact_id = $3 AND status = 'open'`,
+			WHERE tenant_id = $1 AND channel_id = $2 AND contact_id = $3 AND thread = '' AND status = 'open'`,
 			int64(t.tenant), int64(channel), int64(contact)))
 	}
 	// A few rounds: the open conversation another transaction inserted may
@@ -432,7 +433,7 @@ func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, conta
 		c, err = t.scanConversation(t.pg.QueryRow(ctx, `INSERT INTO conversations
 			(tenant_id, id, channel_id, contact_id, status, group_id, priority, scene, last_seq, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, 0, $8, $8)
-			ON CONFLICT (tenant_id, channel_id, contact_id) WHERE status = 'open' DO NOTHING
+			ON CONFLICT (tenant_id, channel_id, contact_id) WHERE status = 'open' AND thread = '' DO NOTHING
 			RETURNING `+conversationCols,
 			int64(t.tenant), int64(tmpl.ID), int64(channel), int64(contact), nullID(tmpl.GroupID), tmpl.Priority,
 			tmpl.Scene, tmpl.CreatedAt))
@@ -444,6 +445,86 @@ func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, conta
 		}
 	}
 	return conv.Conversation{}, false, fmt.Errorf("%s: %w: the open conversation keeps changing", op, conv.ErrConflict)
+}
+
+func (t *tx) NewConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (conv.Conversation, error) {
+	op := fmt.Sprintf("postgres.NewConversation channel %s contact %s", channel, contact)
+	if tmpl.ID.IsZero() {
+		tmpl.ID = conv.NewID[conv.ConversationID](t.s.ids)
+	}
+	if tmpl.CreatedAt.IsZero() {
+		tmpl.CreatedAt = now()
+	}
+	// The foreign keys turn an unknown or other tenant's channel or contact
+	// into ErrNotFound.
+	c, err := t.scanConversation(t.pg.QueryRow(ctx, `INSERT INTO conversations
+		(tenant_id, id, channel_id, contact_id, status, group_id, priority, scene, last_seq, created_at, updated_at, thread)
+		VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, 0, $8, $8, $9)
+		RETURNING `+conversationCols,
+		int64(t.tenant), int64(tmpl.ID), int64(channel), int64(contact), nullID(tmpl.GroupID), tmpl.Priority,
+		tmpl.Scene, tmpl.CreatedAt, tmpl.ID.String()))
+	if err != nil {
+		return conv.Conversation{}, fail(op, err)
+	}
+	return c, nil
+}
+
+func (t *tx) ThreadConversation(ctx context.Context, channel conv.ChannelID, keys []string) (conv.ConversationID, error) {
+	var id int64
+	err := t.pg.QueryRow(ctx, `SELECT k.conversation_id FROM unnest($3::text[]) WITH ORDINALITY AS w(key, n)
+		JOIN thread_keys k ON k.tenant_id = $1 AND k.channel_id = $2 AND k.key = w.key
+		ORDER BY w.n LIMIT 1`, int64(t.tenant), int64(channel), keys).Scan(&id)
+	if err != nil {
+		return 0, fail("postgres.ThreadConversation "+channel.String(), err)
+	}
+	return conv.ConversationID(id), nil
+}
+
+func (t *tx) SetThreadKeys(ctx context.Context, channel conv.ChannelID, conversation conv.ConversationID, keys []string, at time.Time) error {
+	op := "postgres.SetThreadKeys " + channel.String()
+	for _, k := range keys {
+		if k == "" || len(k) > conv.MaxThreadKeyLen {
+			return fmt.Errorf("%s: %w: thread key must be 1 to %d bytes", op, conv.ErrInvalid, conv.MaxThreadKeyLen)
+		}
+	}
+	// Sorted and distinct, so concurrent writers lock the keys in one order
+	// and one statement does not touch a key twice.
+	keys = slices.Compact(slices.Sorted(slices.Values(keys)))
+	_, err := t.pg.Exec(ctx, `INSERT INTO thread_keys (tenant_id, channel_id, key, conversation_id, updated_at)
+		SELECT $1, $2, k, $4, $5 FROM unnest($3::text[]) AS k
+		ON CONFLICT (tenant_id, channel_id, key)
+		DO UPDATE SET conversation_id = excluded.conversation_id, updated_at = excluded.updated_at`,
+		int64(t.tenant), int64(channel), keys, int64(conversation), micros(at))
+	if err != nil {
+		return fail(op, err)
+	}
+	return nil
+}
+
+func (t *tx) ChannelState(ctx context.Context, channel conv.ChannelID, key string) (string, error) {
+	var v string
+	err := t.pg.QueryRow(ctx, `SELECT value FROM channel_state WHERE tenant_id = $1 AND channel_id = $2 AND key = $3`,
+		int64(t.tenant), int64(channel), key).Scan(&v)
+	if err != nil {
+		return "", fail(fmt.Sprintf("postgres.ChannelState %s %q", channel, key), err)
+	}
+	return v, nil
+}
+
+func (t *tx) SetChannelState(ctx context.Context, channel conv.ChannelID, key, value string, at time.Time) error {
+	op := "postgres.SetChannelState " + channel.String()
+	if err := storage.CheckState(key, value); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	// The foreign key rejects another tenant's channel: ErrNotFound.
+	_, err := t.pg.Exec(ctx, `INSERT INTO channel_state (tenant_id, channel_id, key, value, updated_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, channel_id, key)
+		DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+		int64(t.tenant), int64(channel), key, value, micros(at))
+	if err != nil {
+		return fail(op, err)
+	}
+	return nil
 }
 
 func (t *tx) Conversation(ctx context.Context, id conv.ConversationID) (conv.Conversation, error) {

@@ -383,7 +383,7 @@ func (t *tx) scanConversation(r scanner) (conv.Conversation, error) {
 func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (conv.Conversation, bool, error) {
 	op := fmt.Sprintf("sqlite.OpenConversation %s/%s", channel, contact)
 	c, err := t.scanConversation(t.queryRow(ctx, `SELECT `+conversationCols+` FROM conversations
-		WHERE tenant_id = ? AND channel_id = ? AND contact_id = ? AND status = 'open'`, t.tenant, channel, contact))
+		WHERE tenant_id = ? AND channel_id = ? AND contact_id = ? AND thread = '' AND status = 'open'`, t.tenant, channel, contact))
 	if err == nil {
 		return c, false, nil
 	}
@@ -410,6 +410,83 @@ func (t *tx) OpenConversation(ctx context.Context, channel conv.ChannelID, conta
 		return c, false, fmt.Errorf("%s: %w", op, err)
 	}
 	return c, true, nil
+}
+
+func (t *tx) NewConversation(ctx context.Context, channel conv.ChannelID, contact conv.ContactID, tmpl conv.Conversation) (conv.Conversation, error) {
+	op := fmt.Sprintf("sqlite.NewConversation %s/%s", channel, contact)
+	if tmpl.ID.IsZero() {
+		tmpl.ID = conv.NewID[conv.ConversationID](t.s.ids)
+	}
+	if tmpl.CreatedAt.IsZero() {
+		tmpl.CreatedAt = time.Now()
+	}
+	_, err := t.exec(ctx, `INSERT INTO conversations (tenant_id, id, channel_id, contact_id, status, group_id,
+		priority, scene, last_seq, created_at, updated_at, thread) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, 0, ?, ?, ?)`,
+		t.tenant, tmpl.ID, channel, contact, nullID(tmpl.GroupID), tmpl.Priority, tmpl.Scene,
+		micros(tmpl.CreatedAt), micros(tmpl.CreatedAt), tmpl.ID.String())
+	if err != nil {
+		return conv.Conversation{}, fmt.Errorf("%s: %w", op, mapErr(err))
+	}
+	c, err := t.Conversation(ctx, tmpl.ID)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", op, err)
+	}
+	return c, nil
+}
+
+func (t *tx) ThreadConversation(ctx context.Context, channel conv.ChannelID, keys []string) (conv.ConversationID, error) {
+	for _, k := range keys {
+		var id conv.ConversationID
+		err := t.queryRow(ctx, `SELECT conversation_id FROM thread_keys WHERE tenant_id = ? AND channel_id = ? AND key = ?`,
+			t.tenant, channel, k).Scan(&id)
+		if err == nil {
+			return id, nil
+		}
+		if err != sql.ErrNoRows {
+			return 0, fmt.Errorf("sqlite.ThreadConversation %s: %w", channel, mapErr(err))
+		}
+	}
+	return 0, fmt.Errorf("sqlite.ThreadConversation %s: %w", channel, conv.ErrNotFound)
+}
+
+func (t *tx) SetThreadKeys(ctx context.Context, channel conv.ChannelID, conversation conv.ConversationID, keys []string, at time.Time) error {
+	for _, k := range keys {
+		if k == "" || len(k) > conv.MaxThreadKeyLen {
+			return fmt.Errorf("sqlite.SetThreadKeys %s: %w: thread key must be 1 to %d bytes", channel, conv.ErrInvalid, conv.MaxThreadKeyLen)
+		}
+		if _, err := t.exec(ctx, `INSERT INTO thread_keys (tenant_id, channel_id, key, conversation_id, updated_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, channel_id, key)
+			DO UPDATE SET conversation_id = excluded.conversation_id, updated_at = excluded.updated_at`,
+			t.tenant, channel, k, conversation, micros(at)); err != nil {
+			return fmt.Errorf("sqlite.SetThreadKeys %s: %w", channel, mapErr(err))
+		}
+	}
+	return nil
+}
+
+func (t *tx) ChannelState(ctx context.Context, channel conv.ChannelID, key string) (string, error) {
+	var v string
+	err := t.queryRow(ctx, `SELECT value FROM channel_state WHERE tenant_id = ? AND channel_id = ? AND key = ?`,
+		t.tenant, channel, key).Scan(&v)
+	if err != nil {
+		return "", fmt.Errorf("sqlite.ChannelState %s %q: %w", channel, key, mapErr(err))
+	}
+	return v, nil
+}
+
+func (t *tx) SetChannelState(ctx context.Context, channel conv.ChannelID, key, value string, at time.Time) error {
+	op := fmt.Sprintf("sqlite.SetChannelState %s", channel)
+	if err := storage.CheckState(key, value); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	// The foreign key rejects another tenant's channel: ErrNotFound.
+	if _, err := t.exec(ctx, `INSERT INTO channel_state (tenant_id, channel_id, key, value, updated_at)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, channel_id, key)
+		DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+		t.tenant, channel, key, value, micros(at)); err != nil {
+		return fmt.Errorf("%s: %w", op, mapErr(err))
+	}
+	return nil
 }
 
 func (t *tx) Conversation(ctx context.Context, id conv.ConversationID) (conv.Conversation, error) {

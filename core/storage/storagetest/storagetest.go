@@ -75,6 +75,8 @@ func Run(t *testing.T, h Harness) {
 		{"ListConversationsPaging", testListConversationsPaging},
 		{"Visitors", testVisitors},
 		{"ConsoleIsolation", testConsoleIsolation},
+		{"ThreadKeys", testThreadKeys},
+		{"ChannelState", testChannelState},
 	}
 	for _, tc := range append(tests, ingestTests...) {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
@@ -91,6 +93,7 @@ var ingestTests = []struct {
 	{"IngestSystemEvents", testIngestSystemEvents},
 	{"IngestErrors", testIngestErrors},
 	{"IngestConcurrentBatches", testIngestConcurrentBatches},
+	{"IngestThreads", testIngestThreads},
 }
 
 // RunIngest runs only the storage.Ingest tests: for a store that wants
