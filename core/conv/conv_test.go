@@ -154,7 +154,9 @@ func TestInboundValidate(t *testing.T) {
 		{"email headers on a text part", func(i *Inbound) { i.Parts = []Part{{Type: PartText, Text: "x", Email: &Email{}}} }},
 		{"line break in subject", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail, Email: &Email{Subject: "a\r\nBcc: x@y"}}} }},
 		{"line break in a recipient", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail, Email: &Email{Cc: []string{"a@b\nX: y"}}}} }},
-		{"too many recipients", func(i *Inbound) { i.Parts = []Part{{Type: PartEmail, Email: &Email{To: make([]string, MaxRecipients+1)}}} }},
+		{"too many recipients", func(i *Inbound) {
+			i.Parts = []Part{{Type: PartEmail, Email: &Email{To: make([]string, MaxRecipients+1)}}}
+		}},
 		{"huge quoted", func(i *Inbound) {
 			i.Parts = []Part{{Type: PartEmail, Email: &Email{Quoted: strings.Repeat("字", MaxTextRune+1)}}}
 		}},
