@@ -97,26 +97,44 @@ func newPushPlan(n, customers int, seed uint64) pushPlan {
 	return p
 }
 
+// pushAttempts is how often WeChat pushes one message that is not
+// answered "success": once and then three retries.
+const pushAttempts = 4
+
 // runPushes sends the plan through pushers (one per node, round robin)
-// from workers goroutines and returns every push's latency. Any answer but
-// 200 "success" fails the test.
+// from workers goroutines and returns every push's latency (its first
+// attempt's). A push not answered 200 "success" is retried as WeChat
+// retries it, on the other node; one that never gets "success" fails the
+// test. Retries are logged: the guarantee under test is that every message
+// is stored exactly once, and a 503 under overload is the webhook saying
+// "not yet" so that WeChat keeps the message.
 func runPushes(t testing.TB, plan pushPlan, pushers []*wechattest.Pusher, workers int) []time.Duration {
 	t.Helper()
 	lat := make([]time.Duration, len(plan.pushes))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var failures []string
+	var failures, retried []string
 	for range workers {
 		wg.Go(func() {
 			for k := range next {
-				p := pushers[k%len(pushers)]
-				start := time.Now()
-				status, body, err := p.PushMessage(context.Background(), plan.msgs[plan.pushes[k]])
-				lat[k] = time.Since(start)
-				if err != nil || status != http.StatusOK || string(body) != "success" {
+				for attempt := range pushAttempts {
+					p := pushers[(k+attempt)%len(pushers)]
+					start := time.Now()
+					status, body, err := p.PushMessage(context.Background(), plan.msgs[plan.pushes[k]])
+					if attempt == 0 {
+						lat[k] = time.Since(start)
+					}
+					if err == nil && status == http.StatusOK && string(body) == "success" {
+						break
+					}
+					what := fmt.Sprintf("push %d attempt %d: %d %q %v", k, attempt+1, status, body, err)
 					mu.Lock()
-					failures = append(failures, fmt.Sprintf("push %d: %d %q %v", k, status, body, err))
+					if attempt == pushAttempts-1 {
+						failures = append(failures, what)
+					} else {
+						retried = append(retried, what)
+					}
 					mu.Unlock()
 				}
 			}
@@ -127,8 +145,11 @@ func runPushes(t testing.TB, plan pushPlan, pushers []*wechattest.Pusher, worker
 	}
 	close(next)
 	wg.Wait()
+	if len(retried) > 0 {
+		t.Logf("%d pushes answered other than success and were retried as WeChat does; first: %s", len(retried), retried[0])
+	}
 	if len(failures) > 0 {
-		t.Fatalf("%d pushes not answered success, first: %s", len(failures), failures[0])
+		t.Fatalf("%d pushes never answered success in %d attempts, first: %s", len(failures), pushAttempts, failures[0])
 	}
 	return lat
 }
