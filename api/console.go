@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/mail"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/inbox"
@@ -352,8 +355,9 @@ func PageMessages(r *http.Request, store storage.Store, tenant conv.TenantID, id
 
 type postMessageRequest struct {
 	Text string `json:"text"`
-	// Parts are files the agent uploaded (POST /v1/uploads), sent after
-	// the text.
+	// Parts are files the agent uploaded (POST /v1/uploads), cards and
+	// text, sent after Text. On an email conversation the first part may
+	// be an email part carrying the reply's subject, to and cc.
 	Parts    []conv.Part `json:"parts"`
 	ClientID string      `json:"client_id"`
 }
@@ -361,43 +365,27 @@ type postMessageRequest struct {
 // MaxText bounds one text message.
 const MaxText = 8000
 
+// MaxSubject bounds a reply's subject (RFC 5322's line length).
+const MaxSubject = 998
+
+// emailKinds are the channel kinds whose replies may carry an email part:
+// email, and the loopback test channel, which records whatever it is sent
+// and stands in for any channel in tests.
+var emailKinds = []conv.ChannelKind{conv.KindEmail, conv.KindTest}
+
 func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess session) {
 	var req postMessageRequest
 	id, ok := conversationRequest(s, w, r, &req)
 	if !ok {
 		return
 	}
-	if req.Text == "" && len(req.Parts) == 0 {
-		s.writeError(w, r, fmt.Errorf("%w: text or parts is required", conv.ErrInvalid))
+	parts, err := replyParts(req, sess.agent.TenantID)
+	if err == nil && parts[0].Type == conv.PartEmail {
+		err = s.checkEmailChannel(r.Context(), sess.agent.TenantID, id)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
 		return
-	}
-	if len(req.Text) > MaxText {
-		s.writeError(w, r, fmt.Errorf("%w: text longer than %d bytes", errTooLarge, MaxText))
-		return
-	}
-	var parts []conv.Part
-	if req.Text != "" {
-		parts = append(parts, conv.Part{Type: conv.PartText, Text: req.Text})
-	}
-	for _, p := range req.Parts {
-		switch {
-		case p.Type == conv.PartCard:
-			// A link or mini-program page card (WeChat shows it as one):
-			// the channel never fetches its URL, the customer opens it.
-			if p.Title == "" || (p.Page == "" && !strings.HasPrefix(p.URL, "https://") && !strings.HasPrefix(p.URL, "http://")) {
-				s.writeError(w, r, fmt.Errorf("%w: a card needs a title and an http(s) url or a mini program page", conv.ErrInvalid))
-				return
-			}
-			parts = append(parts, conv.Part{Type: conv.PartCard, Title: p.Title, Description: p.Description, URL: p.URL,
-				Thumb: p.Thumb, AppID: p.AppID, Page: p.Page, MediaID: p.MediaID})
-		case (p.Type == conv.PartImage || p.Type == conv.PartFile) && media.Owned(p.URL, sess.agent.TenantID):
-			// Only files uploaded to this tenant's media: an agent cannot
-			// make a channel fetch an arbitrary URL.
-			parts = append(parts, conv.Part{Type: p.Type, URL: p.URL, Name: p.Name, MIME: p.MIME, Size: p.Size})
-		default:
-			s.writeError(w, r, fmt.Errorf("%w: parts must be files uploaded with POST /v1/uploads, or cards", conv.ErrInvalid))
-			return
-		}
 	}
 	m, err := s.cfg.Console.Replies.Reply(r.Context(), sess.agent.TenantID, outbound.Reply{
 		ConversationID: id,
@@ -410,6 +398,136 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, sess sessio
 		return
 	}
 	writeJSON(w, http.StatusCreated, m.Redacted())
+}
+
+// replyParts turns an agent's request into the parts of the reply: the
+// email part (if any) first, then the text, then the other parts. Only
+// what an agent may send is copied.
+func replyParts(req postMessageRequest, tenant conv.TenantID) ([]conv.Part, error) {
+	if req.Text == "" && len(req.Parts) == 0 {
+		return nil, fmt.Errorf("%w: text or parts is required", conv.ErrInvalid)
+	}
+	if len(req.Text) > MaxText {
+		return nil, fmt.Errorf("%w: text longer than %d bytes", errTooLarge, MaxText)
+	}
+	var parts []conv.Part
+	rest := req.Parts
+	if len(rest) > 0 && rest[0].Type == conv.PartEmail {
+		p, err := replyEmail(rest[0])
+		if err != nil {
+			return nil, err
+		}
+		parts, rest = append(parts, p), rest[1:]
+	}
+	if req.Text != "" {
+		parts = append(parts, conv.Part{Type: conv.PartText, Text: req.Text})
+	}
+	for _, p := range rest {
+		switch {
+		case p.Type == conv.PartEmail:
+			return nil, fmt.Errorf("%w: an email part can only be the first part", conv.ErrInvalid)
+		case p.Type == conv.PartText:
+			if strings.TrimSpace(p.Text) == "" {
+				return nil, fmt.Errorf("%w: empty text part", conv.ErrInvalid)
+			}
+			if len(p.Text) > MaxText {
+				return nil, fmt.Errorf("%w: text longer than %d bytes", errTooLarge, MaxText)
+			}
+			parts = append(parts, conv.Part{Type: conv.PartText, Text: p.Text})
+		case p.Type == conv.PartCard:
+			// A link or mini-program page card (WeChat shows it as one):
+			// the channel never fetches its URL, the customer opens it.
+			if p.Title == "" || (p.Page == "" && !strings.HasPrefix(p.URL, "https://") && !strings.HasPrefix(p.URL, "http://")) {
+				return nil, fmt.Errorf("%w: a card needs a title and an http(s) url or a mini program page", conv.ErrInvalid)
+			}
+			parts = append(parts, conv.Part{Type: conv.PartCard, Title: p.Title, Description: p.Description, URL: p.URL,
+				Thumb: p.Thumb, AppID: p.AppID, Page: p.Page, MediaID: p.MediaID})
+		case (p.Type == conv.PartImage || p.Type == conv.PartFile) && media.Owned(p.URL, tenant):
+			// Only files uploaded to this tenant's media: an agent cannot
+			// make a channel fetch an arbitrary URL.
+			parts = append(parts, conv.Part{Type: p.Type, URL: p.URL, Name: p.Name, MIME: p.MIME, Size: p.Size})
+		default:
+			return nil, fmt.Errorf("%w: parts must be text, files uploaded with POST /v1/uploads, or cards", conv.ErrInvalid)
+		}
+	}
+	if len(parts) == 1 && parts[0].Type == conv.PartEmail {
+		return nil, fmt.Errorf("%w: an email reply needs text or attachments besides its subject and recipients", conv.ErrInvalid)
+	}
+	return parts, nil
+}
+
+// replyEmail checks the email part of an agent's reply. The agent chooses
+// the subject and the recipients; the connector writes every other header
+// (From, Message-ID, threading) and the body, so a reply that sets them is
+// refused rather than silently changed. Values go into mail headers: one
+// line each, and every recipient must parse as an address.
+func replyEmail(p conv.Part) (conv.Part, error) {
+	e := p.Email
+	if e == nil {
+		return conv.Part{}, fmt.Errorf("%w: an email part needs email {subject, to, cc}", conv.ErrInvalid)
+	}
+	if e.From != "" || e.MessageID != "" || e.InReplyTo != "" || len(e.References) > 0 || e.HTML != "" ||
+		e.Raw != "" || e.Quoted != "" || e.Auto != "" || e.Error != "" {
+		return conv.Part{}, fmt.Errorf("%w: the email part of a reply carries only subject, to and cc (the channel writes the other headers)", conv.ErrInvalid)
+	}
+	subject := strings.TrimSpace(e.Subject)
+	switch {
+	case strings.ContainsAny(subject, "\r\n"):
+		return conv.Part{}, fmt.Errorf("%w: the subject must be a single line", conv.ErrInvalid)
+	case len(subject) > MaxSubject || !utf8.ValidString(subject):
+		return conv.Part{}, fmt.Errorf("%w: the subject must be UTF-8 of at most %d bytes", conv.ErrInvalid, MaxSubject)
+	case len(e.To)+len(e.Cc) > conv.MaxRecipients:
+		return conv.Part{}, fmt.Errorf("%w: at most %d recipients in to and cc together", conv.ErrInvalid, conv.MaxRecipients)
+	}
+	to, err := recipients("to", e.To)
+	if err != nil {
+		return conv.Part{}, err
+	}
+	cc, err := recipients("cc", e.Cc)
+	if err != nil {
+		return conv.Part{}, err
+	}
+	return conv.Part{Type: conv.PartEmail, Email: &conv.Email{Subject: subject, To: to, Cc: cc}}, nil
+}
+
+// maxAddress bounds one recipient ("Name <addr>").
+const maxAddress = 512
+
+func recipients(field string, list []string) ([]string, error) {
+	var out []string
+	for _, a := range list {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if len(a) > maxAddress || strings.ContainsAny(a, "\r\n") {
+			return nil, fmt.Errorf("%w: a %s recipient must be a single line of at most %d bytes", conv.ErrInvalid, field, maxAddress)
+		}
+		if _, err := mail.ParseAddress(a); err != nil {
+			return nil, fmt.Errorf("%w: %s recipient %q is not an email address (write addr@example.com or Name <addr@example.com>)", conv.ErrInvalid, field, a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// checkEmailChannel refuses email headers on a conversation whose channel
+// does not send mail.
+func (s *Server) checkEmailChannel(ctx context.Context, tenant conv.TenantID, id conv.ConversationID) error {
+	return s.cfg.Console.Store.Read(ctx, tenant, func(tx storage.Tx) error {
+		c, err := tx.Conversation(ctx, id)
+		if err != nil {
+			return err
+		}
+		ch, err := tx.Channel(ctx, c.ChannelID)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(emailKinds, ch.Kind) {
+			return fmt.Errorf("%w: email headers (subject, to, cc) can only be sent in an email conversation; this one is on a %s channel", conv.ErrInvalid, ch.Kind)
+		}
+		return nil
+	})
 }
 
 // upload is POST /v1/uploads: a file an agent attaches to a reply, stored

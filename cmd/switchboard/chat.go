@@ -96,10 +96,11 @@ func eventsHandler(handle func(context.Context, []conv.Event) error, types ...co
 }
 
 // consoleCSP lets the console and the demo page load their own scripts and
-// styles, talk to this origin (HTTP and websocket), and show uploaded
-// images.
+// styles, talk to this origin (HTTP and websocket), show uploaded images,
+// and frame this origin's pages: the console shows a mail's HTML body in a
+// sandboxed frame from /v1/media/ (which only that media allows).
 const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
-	"connect-src 'self' ws: wss:; media-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	"connect-src 'self' ws: wss:; media-src 'self' data:; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // routeWeb serves the console, the demo page and a redirect from /.
 func (n *node) routeWeb() {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"mime"
 	"net/http"
+	"path"
 	"strings"
 	"unicode/utf8"
 
@@ -312,21 +314,52 @@ func (c *Connector) serveMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Cache-Control", "private, max-age=3600")
-	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	if isHTML(key) {
+		// A mail's sanitized HTML body, shown in the console's sandboxed
+		// frame (mediahtml.go).
+		c.serveHTML(w, r, key, f, st)
+		return
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox; frame-ancestors 'none'")
 	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
 	if !isImage(key) {
+		// Everything else downloads: a PDF, a text file or an .eml
+		// never renders on our origin.
 		h.Set("Content-Disposition", "attachment")
 	}
 	http.ServeContent(w, r, key, st.ModTime(), f)
 }
 
+// isImage reports whether media shows inline: raster images only (never
+// SVG, which can carry script). media.Put names files by the first
+// extension the machine's MIME table lists (image/jpeg may be ".jfif"),
+// so the table is asked too.
 func isImage(key string) bool {
-	for _, ext := range []string{".png", ".jpg", ".jpeg", ".gif", ".webp"} {
-		if strings.HasSuffix(key, ext) {
-			return true
-		}
+	switch mediaType(key) {
+	case "image/png", "image/jpeg", "image/gif", "image/webp":
+		return true
 	}
 	return false
+}
+
+// mediaType is the MIME type the extension of key stands for, without
+// parameters ("" when unknown).
+func mediaType(key string) string {
+	ext := path.Ext(key)
+	switch ext {
+	case ".png":
+		return "image/png"
+	case ".jpg", ".jpeg", ".jfif", ".jpe":
+		return "image/jpeg"
+	case ".gif":
+		return "image/gif"
+	case ".webp":
+		return "image/webp"
+	case ".html", ".htm", ".ehtml", ".shtml":
+		return "text/html"
+	}
+	mt, _, _ := mime.ParseMediaType(mime.TypeByExtension(ext))
+	return mt
 }
 
 // Send publishes a visitor's message to the bus. parts may only carry

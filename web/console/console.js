@@ -1,7 +1,9 @@
 // Switchboard agent console: login, the conversation list, one open
 // conversation, and the agent websocket of docs/api.md (cursor kept per
 // agent in localStorage, resume on every connect, reset reloads). Data is
-// only ever rendered as text.
+// only ever rendered as text; a mail's HTML body is shown only inside a
+// sandboxed frame (no scripts, opaque origin) that the server serves under
+// its own Content-Security-Policy.
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
@@ -48,6 +50,10 @@
     const today = t.toDateString() === new Date().toDateString();
     return t.toLocaleString([], today ? { hour: '2-digit', minute: '2-digit' } : { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
   }
+  function fullTime(s) {
+    const t = new Date(s);
+    return !s || isNaN(t) ? '' : t.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+  }
   function fmtSize(n) {
     if (!(n > 0)) return '';
     return n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' KB' : (n / 1048576).toFixed(1) + ' MB';
@@ -72,7 +78,13 @@
     openId: null, openGen: 0, recs: [], byID: new Map(), byClient: new Map(), hasOlder: false, loadingOlder: false,
     ws: null, connected: false, attempt: 0, retryTimer: 0, pingTimer: 0, lastFrame: 0, cursor: null, hadStoredCursor: false, everConnected: false, reloadAfter: false, catchUpAfter: false,
     hiddenNew: 0, skew: 0, typingSentAt: 0, typingStop: 0, typingHide: 0, readTimer: 0, audio: null,
+    mail: null,
   };
+  // mail is the email composer's state for the open conversation: which
+  // header fields the agent edited (they are no longer prefilled), the
+  // attachments uploaded for the next mail, uploads in flight.
+  const newMail = () => ({ dirty: {}, staged: [], uploading: 0 });
+  S.mail = newMail();
   const me = () => (S.agent && S.agent.id) || '';
   const cursorKey = () => 'switchboard.console.cursor.' + me();
   const saveCursor = (n) => { S.cursor = n; ls.set(cursorKey(), String(n)); };
@@ -202,7 +214,7 @@
     let c = { ...nc };
     if (old) {
       if (ts(nc.updated_at) < ts(old.updated_at)) c = { ...old };
-      for (const k of ['read_seq', 'unread', 'last_message']) if (c[k] === undefined && old[k] !== undefined) c[k] = old[k];
+      for (const k of ['read_seq', 'unread', 'last_message', 'subject']) if (c[k] === undefined && old[k] !== undefined) c[k] = old[k];
       if ((old.last_seq || 0) > (c.last_seq || 0)) { c.last_seq = old.last_seq; c.last_message = old.last_message; }
     }
     S.convs.set(c.id, c);
@@ -234,7 +246,8 @@
   function preview(m) {
     if (!m) return '';
     if (m.recalled_at) return 'message recalled';
-    const p = (m.parts || [])[0] || {};
+    const parts = m.parts || [];
+    const p = (parts[0] && parts[0].type === 'email' ? parts[1] : parts[0]) || {};
     const mine = m.direction === 'out' && m.sender && m.sender.id === me() ? 'You: ' : '';
     const body = p.type === 'text' ? p.text : p.type === 'image' ? '\u{1F4F7} Photo' : p.type === 'file' ? '\u{1F4CE} ' + (p.name || 'File')
       : p.type === 'location' ? '\u{1F4CD} ' + (p.label || 'Location') : p.type === 'card' ? p.title || 'Card' : p.type ? '[' + p.type + ']' : '';
@@ -246,6 +259,10 @@
     const rows = ids.map((id) => {
       const c = S.convs.get(id);
       const unread = c.unread > 0 ? c.unread : 0;
+      // Email: the thread's subject heads the preview (the newest mail's,
+      // kept when a later message carries none).
+      const mail = emailOf(c.last_message);
+      if (mail && mail.subject) c.subject = mail.subject;
       return h('li', null, h('button', {
         class: 'conv-row' + (unread ? ' has-unread' : ''), type: 'button', testid: 'conv-row', 'data-id': c.id,
         'aria-current': String(c.id === S.openId), onclick: () => openConv(c.id),
@@ -254,6 +271,7 @@
         h('span', { class: 'name' }, c.contact_name || 'Visitor'),
         h('span', { class: 'kind kind-' + (c.channel_kind || 'other'), testid: 'conv-channel', title: c.channel_name || '' }, KINDS[c.channel_kind] || c.channel_kind || '?'),
         h('time', { datetime: c.updated_at || '' }, fmtTime((c.last_message && c.last_message.created_at) || c.updated_at))),
+      c.subject ? h('span', { class: 'r-subject', testid: 'conv-subject' }, c.subject) : null,
       h('span', { class: 'r2' },
         h('span', { class: 'preview' }, preview(c.last_message)),
         unread ? h('span', { class: 'unread', testid: 'conv-unread', 'aria-label': unread + ' unread' }, unread > 99 ? '99+' : String(unread)) : null)));
@@ -278,7 +296,10 @@
     S.byID.clear();
     S.byClient.clear();
     $('history').replaceChildren();
-    for (const id of ['conv-head', 'history', 'composer-form', 'typing']) $(id).hidden = true;
+    S.mail = newMail();
+    for (const id of ['email-to', 'email-cc', 'email-subject']) $(id).value = '';
+    renderStaged();
+    for (const id of ['conv-head', 'history', 'composer-form', 'typing', 'email-fields']) $(id).hidden = true;
     $('empty').hidden = false;
   }
   async function openConv(id) {
@@ -299,6 +320,7 @@
       const list = (r && r.messages) || [];
       for (const m of list) upsertMsg(m);
       S.hasOlder = list.length === 50 && list[0].seq > 1;
+      renderComposer();
       scrollDown();
       markReadSoon();
       if (matchMedia('(pointer: fine)').matches) $('composer').focus();
@@ -385,9 +407,13 @@
   // ---- messages ----
   function renderParts(m) {
     if (m.recalled_at) return [h('em', { testid: 'recalled' }, 'message recalled')];
-    return (m.parts || []).map((p) => {
+    return renderPartList(m.parts || []);
+  }
+  function renderPartList(parts) {
+    return parts.map((p) => {
       const url = p.url && safeURL(p.url);
       switch (p.type) {
+        case 'email': return null; // the header block, see renderEmail
         case 'text': return h('p', { class: 'text' }, linkify(p.text || ''));
         case 'image':
           return url ? h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', 'aria-label': 'Open image' }, h('img', { src: url, alt: p.name || 'image', loading: 'lazy' }))
@@ -413,7 +439,8 @@
   const RECALL_MS = 120000;
   function canRecall(r) {
     const m = r.msg;
-    return !r.local && m.id && m.direction === 'out' && !m.recalled_at && m.sender && m.sender.type === 'agent' &&
+    // A sent mail cannot be taken back from the customer's mailbox.
+    return !r.local && m.id && m.direction === 'out' && !m.recalled_at && !emailOf(m) && m.sender && m.sender.type === 'agent' &&
       m.sender.id === me() && Date.now() - S.skew - ts(m.created_at) < RECALL_MS;
   }
   function renderRec(r) {
@@ -431,10 +458,11 @@
       if (r.local && status === 'failed') meta.append(h('button', { class: 'link', type: 'button', testid: 'retry', onclick: () => post(r) }, 'Retry'));
       if (canRecall(r)) meta.append(h('button', { class: 'link danger', type: 'button', testid: 'recall', 'aria-label': 'Recall this message', onclick: () => recall(r) }, 'Recall'));
     }
+    const mail = !m.recalled_at && emailOf(m);
     const el = h('div', {
-      class: ['msg', sys ? 'sys' : m.direction === 'in' ? 'in' : 'out', m.sender && m.sender.type === 'bot' ? 'bot' : '', m.recalled_at ? 'recalled' : '', status === 'failed' ? 'failed' : ''].join(' ').trim(),
+      class: ['msg', sys ? 'sys' : m.direction === 'in' ? 'in' : 'out', mail ? 'email' : '', m.sender && m.sender.type === 'bot' ? 'bot' : '', m.recalled_at ? 'recalled' : '', status === 'failed' ? 'failed' : ''].join(' ').trim(),
       testid: 'msg', 'data-direction': m.direction || 'out', 'data-status': status, 'data-seq': m.seq || null, 'data-id': m.id || null,
-    }, h('div', { class: 'bubble' }, renderParts(m)), meta);
+    }, h('div', { class: 'bubble' }, mail ? renderEmail(r, m, mail) : renderParts(m)), meta);
     if (r.el) r.el.replaceWith(el);
     r.el = el;
   }
@@ -496,13 +524,235 @@
     place(r);
     if (stick) scrollDown();
     if (m.direction === 'in') showTyping(false);
+    if (emailOf(m)) renderComposer();
+  }
+
+  // ---- email ----
+  // An email message's first part is {type: 'email', email: {subject, from,
+  // to, cc, html, raw, quoted, auto, error, …}}; then its text, then its
+  // attachments (inline images have media_id 'cid:<content-id>').
+  const emailOf = (m) => { const p = ((m && m.parts) || [])[0]; return p && p.type === 'email' && p.email ? p.email : null; };
+  const addrOf = (s) => { const x = /<([^<>]*)>\s*$/.exec(s || ''); return (x ? x[1] : s || '').trim().toLowerCase(); };
+  // splitAddrs splits "A <a@x>, "Doe, J" <j@x>; b@x" on the commas and
+  // semicolons outside quotes and angle brackets.
+  function splitAddrs(s) {
+    const out = [];
+    let cur = '', quoted = false, angled = false;
+    for (const ch of s || '') {
+      if (ch === '"' && !angled) quoted = !quoted;
+      else if (ch === '<' && !quoted) angled = true;
+      else if (ch === '>' && !quoted) angled = false;
+      else if ((ch === ',' || ch === ';') && !quoted && !angled) { if (cur.trim()) out.push(cur.trim()); cur = ''; continue; }
+      cur += ch;
+    }
+    if (cur.trim()) out.push(cur.trim());
+    return out;
+  }
+  // reSubject answers a subject once: "Re: x" stays "Re: x".
+  const reSubject = (s) => { s = (s || '').trim(); return !s || /^(re|aw|sv|antw)\s*:|^(回复|答复)\s*[:：]/i.test(s) ? s : 'Re: ' + s; };
+  // mediaURL accepts only this server's media (what the frame may show).
+  function mediaURL(u) {
+    try {
+      const url = new URL(u, location.href);
+      return url.origin === location.origin && url.pathname.startsWith('/v1/media/') ? url : null;
+    } catch { return null; }
+  }
+  function isEmailConv() {
+    const c = S.convs.get(S.openId);
+    return !!c && (c.channel_kind === 'email' || S.recs.some((r) => emailOf(r.msg)));
+  }
+  function renderEmail(r, m, e) {
+    const ui = r.ui || (r.ui = {});
+    const rest = (m.parts || []).slice(1);
+    const field = (label, value, testid) => (value ? h('div', { class: 'eh-row' }, h('span', { class: 'eh-k' }, label), h('span', { class: 'eh-v', testid }, value)) : null);
+    const raw = e.raw && mediaURL(e.raw);
+    const out = [h('div', { class: 'email-head', testid: 'email-head' },
+      h('div', { class: 'eh-top' },
+        h('strong', { class: 'eh-subject', testid: 'email-subject' }, e.subject || '(no subject)'),
+        e.auto ? h('span', { class: 'eh-auto', testid: 'email-auto', title: 'Automatic mail: it expects no answer and is never answered automatically' }, 'Automatic \u00b7 ' + e.auto) : null),
+      field('From', e.from, 'email-from'),
+      field('To', (e.to || []).join(', '), 'email-to'),
+      field('Cc', (e.cc || []).join(', '), 'email-cc'),
+      field('Date', fullTime(m.created_at), 'email-date'),
+      raw && !e.error ? h('a', { class: 'link', href: raw.href, download: 'original.eml', testid: 'email-raw' }, 'Download original (.eml)') : null)];
+    if (e.error) {
+      out.push(h('p', { class: 'eh-error', testid: 'email-error' }, '\u26a0 This mail could not be read: ' + e.error,
+        raw ? [' \u00b7 ', h('a', { href: raw.href, download: 'original.eml', testid: 'email-raw' }, 'Download the original')] : null));
+    }
+    out.push(...renderPartList(rest.filter((p) => p.type === 'text')));
+    if (e.quoted) {
+      const pre = h('pre', { class: 'quoted', testid: 'email-quoted', hidden: !ui.quoted }, e.quoted);
+      const btn = h('button', { class: 'link', type: 'button', testid: 'email-quoted-toggle' });
+      const draw = () => {
+        btn.textContent = ui.quoted ? 'Hide quoted text' : 'Show quoted text';
+        btn.setAttribute('aria-expanded', String(!!ui.quoted));
+        pre.hidden = !ui.quoted;
+      };
+      btn.addEventListener('click', () => { ui.quoted = !ui.quoted; draw(); });
+      draw();
+      out.push(btn, pre);
+    }
+    const html = e.html && mediaURL(e.html);
+    if (html) out.push(renderMailHTML(ui, m, html));
+    const files = rest.filter((p) => p.type !== 'text');
+    if (files.length) out.push(h('div', { class: 'attachments', testid: 'email-attachments' }, renderPartList(files)));
+    return out;
+  }
+  // renderMailHTML shows the mail's HTML body on request ("View original
+  // formatting"; the text is the default view) in a frame sandboxed without
+  // allow-scripts and allow-same-origin: nothing in it runs, and it cannot
+  // reach this page, its storage or the API. The server serves the body
+  // with a CSP that also forbids scripts and allows images only from its
+  // media until remote=1 (the agent's "Show remote images"); cid= pairs
+  // tell it which media URL each inline image (cid:) is.
+  function renderMailHTML(ui, m, html) {
+    const box = h('div', { class: 'email-html' });
+    const toggle = h('button', { class: 'link', type: 'button', testid: 'email-html-toggle' });
+    const draw = () => {
+      toggle.textContent = ui.html ? 'Hide original formatting' : 'View original formatting';
+      toggle.setAttribute('aria-expanded', String(!!ui.html));
+      if (!ui.html) { box.replaceChildren(); return; }
+      const u = new URL(html.href);
+      for (const p of m.parts || []) {
+        const id = p.media_id && /^cid:/i.test(p.media_id) ? p.media_id.slice(4) : '';
+        const src = id && p.url && mediaURL(p.url);
+        if (src) u.searchParams.append('cid', id + ' ' + src.pathname + src.search);
+      }
+      if (ui.remote) u.searchParams.set('remote', '1');
+      const frame = h('iframe', { class: 'email-frame', testid: 'email-frame', sandbox: 'allow-popups allow-popups-to-escape-sandbox',
+        referrerpolicy: 'no-referrer', title: 'The mail as its sender formatted it', src: u.href });
+      frame.addEventListener('load', () => frame.setAttribute('data-loaded', '1'));
+      let remote;
+      if (ui.remote) remote = h('span', { class: 'eh-note', testid: 'email-remote-on' }, 'Remote images are shown.');
+      else {
+        remote = h('button', { class: 'link', type: 'button', testid: 'email-remote', title: 'Remote images can tell the sender that and when the mail was read' }, 'Show remote images');
+        remote.addEventListener('click', () => { ui.remote = true; draw(); });
+      }
+      box.replaceChildren(h('div', { class: 'email-frame-bar' }, remote), frame);
+    };
+    toggle.addEventListener('click', () => { ui.html = !ui.html; draw(); });
+    draw();
+    return h('div', { class: 'email-html-wrap' }, toggle, box);
+  }
+  // emailDefaults is what a reply goes to: the newest inbound mail (not an
+  // automatic or unreadable one, if there is another) gives To (its
+  // sender), Cc (everyone else it went to) and "Re: <subject>". Our own
+  // address is left out of Cc as far as the console knows it: the From of
+  // the newest sent mail that records one. Without inbound mail, the newest
+  // sent mail's recipients and subject.
+  function emailDefaults() {
+    let human = null, any = null, sent = null, ours = '';
+    for (let i = S.recs.length - 1; i >= 0; i--) {
+      const m = S.recs[i].msg, e = emailOf(m);
+      if (!e) continue;
+      if (m.direction === 'in') {
+        if (!any) any = e;
+        if (!human && !e.auto && !e.error) human = e;
+      } else {
+        if (!sent) sent = e;
+        if (!ours && e.from) ours = addrOf(e.from);
+      }
+    }
+    const src = human || any;
+    if (!src) return sent ? { to: sent.to || [], cc: sent.cc || [], subject: sent.subject || '' } : null;
+    const seen = new Set([ours, addrOf(src.from)].filter(Boolean));
+    const cc = [];
+    for (const a of [...(src.to || []), ...(src.cc || [])]) {
+      const k = addrOf(a);
+      if (!k || seen.has(k)) continue;
+      seen.add(k);
+      cc.push(a);
+    }
+    return { to: src.from ? [src.from] : [], cc, subject: reSubject(src.subject) };
+  }
+  // renderComposer shows To, Cc and Subject on an email conversation,
+  // prefilling each field the agent has not edited. Sending keeps them.
+  function renderComposer() {
+    const on = isEmailConv();
+    $('email-fields').hidden = !on;
+    $('composer').placeholder = on ? 'Write your reply\u2026 (Ctrl+Enter to send)' : 'Reply\u2026 (Enter to send, Shift+Enter for a new line)';
+    const d = on && emailDefaults();
+    if (!d) return;
+    const set = (id, v) => { if (!S.mail.dirty[id]) $(id).value = v; };
+    set('email-to', d.to.join(', '));
+    set('email-cc', d.cc.join(', '));
+    set('email-subject', d.subject);
+  }
+  function sendMail(text) {
+    if (S.mail.uploading) { toast('Wait until the attachments finish uploading.'); return; }
+    const files = S.mail.staged.slice();
+    if (!text && !files.length) return;
+    const email = { subject: $('email-subject').value.trim(), to: splitAddrs($('email-to').value), cc: splitAddrs($('email-cc').value) };
+    const parts = [{ type: 'email', email }];
+    if (text) parts.push({ type: 'text', text });
+    parts.push(...files);
+    $('composer').value = '';
+    S.mail.staged = [];
+    renderStaged();
+    typingOut(false);
+    const r = { local: true, mail: true, clientId: newID(), conv: S.openId, text, parts,
+      msg: { direction: 'out', conversation_id: S.openId, sender: { type: 'agent', id: me(), name: S.agent.name }, parts, created_at: new Date().toISOString() } };
+    S.byClient.set(r.clientId, r);
+    renderRec(r);
+    place(r);
+    scrollDown();
+    post(r);
+  }
+  // restoreMail puts a mail the server refused (a bad address, say) back
+  // into the composer to be fixed, if the composer is still empty.
+  function restoreMail(r) {
+    if ($('composer').value.trim() || S.mail.staged.length) return false;
+    const i = S.recs.indexOf(r);
+    if (i >= 0) S.recs.splice(i, 1);
+    S.byClient.delete(r.clientId);
+    if (r.el) r.el.remove();
+    $('composer').value = r.text || '';
+    S.mail.staged = r.parts.filter((p) => p.type === 'image' || p.type === 'file');
+    renderStaged();
+    return true;
+  }
+  async function uploadFile(file) {
+    const form = new FormData();
+    form.append('file', file);
+    let res;
+    try {
+      res = await fetch('/v1/uploads', { method: 'POST', headers: { Authorization: 'Bearer ' + S.token }, body: form });
+    } catch {
+      throw apiError(0, 'network', 'Network error \u2014 is the server reachable?');
+    }
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw apiError(res.status, body.error && body.error.code, (body.error && body.error.message) || 'upload failed');
+    return body.part;
+  }
+  // stageFile uploads an attachment for the next mail.
+  async function stageFile(file) {
+    const gen = S.openGen, mail = S.mail;
+    mail.uploading++;
+    renderStaged();
+    try {
+      const part = await uploadFile(file);
+      if (part && gen === S.openGen) mail.staged.push(part);
+    } catch (e) { fail(e); } finally {
+      mail.uploading--;
+      if (gen === S.openGen) renderStaged();
+    }
+  }
+  function renderStaged() {
+    const chips = S.mail.staged.map((p, i) => h('span', { class: 'chip-file', testid: 'staged-file' },
+      '\u{1F4CE} ' + (p.name || 'file') + (p.size ? ' \u00b7 ' + fmtSize(p.size) : ''),
+      h('button', { class: 'link', type: 'button', 'aria-label': 'Remove ' + (p.name || 'file'), onclick: () => { S.mail.staged.splice(i, 1); renderStaged(); } }, '\u00d7')));
+    if (S.mail.uploading) chips.push(h('span', { class: 'chip-file' }, 'Uploading\u2026'));
+    $('staged').replaceChildren(...chips);
+    $('staged').hidden = !chips.length;
   }
 
   // ---- composing ----
   function sendText() {
     const box = $('composer');
     const text = box.value.trim();
-    if (!text || !S.openId) return;
+    if (!S.openId) return;
+    if (isEmailConv()) { sendMail(text); return; }
+    if (!text) return;
     box.value = '';
     typingOut(false);
     const r = { local: true, clientId: newID(), conv: S.openId, text,
@@ -517,6 +767,7 @@
   // (the channel carries it: WeChat receives it as an image message).
   async function sendFile(file) {
     if (!file || !S.openId) return;
+    if (isEmailConv()) { stageFile(file); return; }
     const r = { local: true, clientId: newID(), conv: S.openId, text: '',
       msg: { direction: 'out', conversation_id: S.openId, sender: { type: 'agent', id: me(), name: S.agent.name }, parts: [{ type: 'file', name: file.name, size: file.size }], created_at: new Date().toISOString() } };
     S.byClient.set(r.clientId, r);
@@ -525,13 +776,9 @@
     place(r);
     scrollDown();
     try {
-      const form = new FormData();
-      form.append('file', file);
-      const res = await fetch('/v1/uploads', { method: 'POST', headers: { Authorization: 'Bearer ' + S.token }, body: form });
-      const body = await res.json().catch(() => ({}));
-      if (!res.ok) throw apiError(res.status, body.error && body.error.code, (body.error && body.error.message) || 'upload failed');
-      r.parts = [body.part];
-      r.msg.parts = [body.part];
+      const part = await uploadFile(file);
+      r.parts = [part];
+      r.msg.parts = [part];
       post(r);
     } catch (e) {
       r.status = 'failed';
@@ -551,6 +798,7 @@
       upsertMsg(m, r.clientId);
     } catch (e) {
       if (!r.local) return;
+      if (r.mail && e.status === 400 && r.conv === S.openId && restoreMail(r)) { fail(e); return; }
       r.status = 'failed';
       r.error = e.message;
       renderRec(r);
@@ -782,7 +1030,19 @@
     $('attach').addEventListener('change', (e) => { const f = e.target.files[0]; e.target.value = ''; sendFile(f); });
     const box = $('composer');
     box.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) { e.preventDefault(); sendText(); }
+      if (e.key !== 'Enter' || e.shiftKey || e.isComposing || e.keyCode === 229) return;
+      // A mail is written in lines: Enter is a new line there, Ctrl+Enter sends.
+      if (isEmailConv() && !e.ctrlKey && !e.metaKey) return;
+      e.preventDefault();
+      sendText();
+    });
+    const fields = ['email-to', 'email-cc', 'email-subject'];
+    fields.forEach((id, i) => {
+      $(id).addEventListener('input', () => { S.mail.dirty[id] = true; });
+      // Enter in a header field moves on instead of sending the mail.
+      $(id).addEventListener('keydown', (e) => {
+        if (e.key === 'Enter' && !e.isComposing) { e.preventDefault(); $(fields[i + 1] || 'composer').focus(); }
+      });
     });
     box.addEventListener('input', () => typingOut(box.value.trim() !== ''));
     box.addEventListener('blur', () => typingOut(false));
