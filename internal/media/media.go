@@ -47,14 +47,36 @@ func Open(dir string, secret []byte, ttl time.Duration) (*Store, error) {
 	return &Store{dir: dir, secret: secret, ttl: ttl, now: time.Now}, nil
 }
 
+// extensions fixes the extension of the common types: the machine's MIME
+// table varies (image/jpeg may list ".jfif" first, text/html ".ehtml"), and
+// how a file is served is decided by its extension.
+var extensions = map[string]string{
+	"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp",
+	"text/html": "html", "text/plain": "txt", "application/pdf": "pdf", "message/rfc822": "eml",
+	"audio/amr": "amr", "audio/mpeg": "mp3", "audio/ogg": "ogg", "video/mp4": "mp4",
+}
+
+// Ext is the extension (without the dot) Put gives a file of mimeType:
+// the fixed one of a common type, else the first the MIME table lists,
+// else "bin".
+func Ext(mimeType string) string {
+	if t, _, err := mime.ParseMediaType(mimeType); err == nil {
+		mimeType = t
+	}
+	if e, ok := extensions[mimeType]; ok {
+		return e
+	}
+	if exts, _ := mime.ExtensionsByType(mimeType); len(exts) > 0 {
+		return exts[0][1:]
+	}
+	return "bin"
+}
+
 // Put stores r (at most limit bytes; more is an error wrapping errTooLarge
 // from the caller's view: ErrTooLarge) as a new file of type mimeType and
 // returns its key and size.
 func (s *Store) Put(tenant conv.TenantID, mimeType string, r io.Reader, limit int64) (string, int64, error) {
-	ext := "bin"
-	if exts, _ := mime.ExtensionsByType(mimeType); len(exts) > 0 {
-		ext = exts[0][1:]
-	}
+	ext := Ext(mimeType)
 	var rnd [16]byte
 	_, _ = rand.Read(rnd[:])
 	key := tenant.String() + "/" + hex.EncodeToString(rnd[:]) + "." + ext

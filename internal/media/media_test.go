@@ -35,3 +35,19 @@ func TestOwned(t *testing.T) {
 		}
 	}
 }
+
+// TestPutFixedExtensions: the common types get the same extension on
+// every machine, whatever its MIME table lists first.
+func TestPutFixedExtensions(t *testing.T) {
+	s, err := Open(t.TempDir(), bytes.Repeat([]byte("k"), 32), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range map[string]string{"image/jpeg": ".jpg", "text/html; charset=utf-8": ".html",
+		"message/rfc822": ".eml", "application/x-unknown-thing": ".bin"} {
+		key, _, err := s.Put(1, typ, strings.NewReader("x"), 10)
+		if err != nil || !strings.HasSuffix(key, want) {
+			t.Errorf("Put(%s) = %q, %v; want a key ending %s", typ, key, err, want)
+		}
+	}
+}
