@@ -755,6 +755,9 @@ func (s *Server) recall(w http.ResponseWriter, r *http.Request, sess session) {
 		if m.Direction != conv.Out || m.Sender.Type != conv.SenderAgent || m.Sender.ID != sess.agent.ID.String() {
 			return fmt.Errorf("%w: only your own replies can be recalled", conv.ErrConflict)
 		}
+		if m.RecalledAt == nil && len(m.Parts) > 0 && m.Parts[0].Type == conv.PartEmail {
+			return fmt.Errorf("%w: a sent email cannot be recalled", conv.ErrConflict)
+		}
 		if m.RecalledAt == nil && now.Sub(m.CreatedAt) > RecallWindow {
 			return fmt.Errorf("%w: messages can be recalled within %s of sending", conv.ErrConflict, RecallWindow)
 		}

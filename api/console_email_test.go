@@ -68,7 +68,8 @@ func TestPostEmailReply(t *testing.T) {
 	if err := st.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "acme", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateAgent(ctx, tenant, auth.NewAgent{Email: "ann@example.com", Name: "Ann", Password: "correct horse battery"}); err != nil {
+	ann, err := svc.CreateAgent(ctx, tenant, auth.NewAgent{Email: "ann@example.com", Name: "Ann", Password: "correct horse battery"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	convOn := map[conv.ChannelKind]conv.ConversationID{}
@@ -201,5 +202,31 @@ func TestPostEmailReply(t *testing.T) {
 	code, out, _ = do(t, "POST", hs.URL+"/v1/conversations/12345/messages", tok, `{"parts":[`+email(`"subject":"Hi"`)+`,`+text+`]}`)
 	if code != 404 {
 		t.Fatalf("email reply to an unknown conversation = %d %v", code, out)
+	}
+
+	// A sent mail cannot be taken back: recall is refused, a web chat
+	// reply of the same agent is recalled.
+	var sentMail, chatReply conv.Message
+	err = st.Tx(ctx, tenant, func(tx storage.Tx) error {
+		me := conv.Sender{Type: conv.SenderAgent, ID: ann.ID.String(), Name: "Ann"}
+		var err error
+		if sentMail, err = tx.AppendMessage(ctx, conv.Message{ConversationID: convOn[conv.KindEmail], Direction: conv.Out,
+			Sender: me, Status: conv.MsgSent, CreatedAt: time.Now(),
+			Parts: []conv.Part{{Type: conv.PartEmail, Email: &conv.Email{Subject: "Re: Kettle"}}, {Type: conv.PartText, Text: "On its way."}}}); err != nil {
+			return err
+		}
+		chatReply, err = tx.AppendMessage(ctx, conv.Message{ConversationID: convOn[conv.KindWebchat], Direction: conv.Out,
+			Sender: me, Status: conv.MsgSent, CreatedAt: time.Now(), Parts: []conv.Part{{Type: conv.PartText, Text: "oops"}}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := do(t, "POST", hs.URL+"/v1/messages/"+sentMail.ID.String()+"/recall", tok, ``); code != 409 ||
+		!strings.Contains(fmt.Sprint(out), "cannot be recalled") {
+		t.Fatalf("recall of a sent mail = %d %v, want 409", code, out)
+	}
+	if code, out, _ := do(t, "POST", hs.URL+"/v1/messages/"+chatReply.ID.String()+"/recall", tok, ``); code != 200 {
+		t.Fatalf("recall of a web chat reply = %d %v, want 200", code, out)
 	}
 }
