@@ -115,7 +115,8 @@ func TestAdvances(t *testing.T) {
 		{MsgSent, MsgPending, false},
 		{MsgRead, MsgSent, false},
 		{MsgFailed, MsgSent, false},
-		{MsgSent, MsgFailed, false},
+		{MsgSent, MsgFailed, true}, // a bounce after the server took it
+		{MsgDelivered, MsgFailed, false},
 		{MsgReceived, MsgSent, false},
 		{MsgPending, "bogus", false},
 	}

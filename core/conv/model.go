@@ -174,14 +174,18 @@ func (s MessageStatus) Valid() bool { _, ok := statusRank[s]; return ok }
 
 // Advances reports whether a message in status from may move to to.
 // Redelivered or reordered delivery reports therefore never move a message
-// backwards (a late "sent" cannot undo "read"), and sent/failed are final
-// with respect to each other.
+// backwards (a late "sent" cannot undo "read" or "failed"). The one move
+// sideways is sent → failed: a mail server took the message and a bounce
+// says later that it never arrived.
 func Advances(from, to MessageStatus) bool {
 	if from == MsgReceived || to == MsgReceived || !to.Valid() {
 		return false
 	}
 	if from == MsgFailed {
 		return false
+	}
+	if from == MsgSent && to == MsgFailed {
+		return true
 	}
 	return statusRank[to] > statusRank[from]
 }
@@ -284,6 +288,8 @@ type Email struct {
 	From string   `json:"from,omitempty"`
 	To   []string `json:"to,omitempty"`
 	Cc   []string `json:"cc,omitempty"`
+	// ReplyTo is where the sender asked replies to go, when not to From.
+	ReplyTo []string `json:"reply_to,omitempty"`
 	// MessageID, InReplyTo and References with their angle brackets.
 	MessageID  string   `json:"message_id,omitempty"`
 	InReplyTo  string   `json:"in_reply_to,omitempty"`
@@ -302,21 +308,21 @@ type Email struct {
 	Error string `json:"error,omitempty"`
 }
 
-// MaxRecipients bounds Email.To and Email.Cc together, and References.
+// MaxRecipients bounds Email.To, Cc and ReplyTo together, and References.
 const MaxRecipients = 100
 
 func (e *Email) validate() error {
 	if e == nil {
 		return fmt.Errorf("%w: email part needs email", ErrInvalid)
 	}
-	if len(e.To)+len(e.Cc) > MaxRecipients || len(e.References) > MaxRecipients {
+	if len(e.To)+len(e.Cc)+len(e.ReplyTo) > MaxRecipients || len(e.References) > MaxRecipients {
 		return fmt.Errorf("%w: email part has more than %d recipients or references", ErrInvalid, MaxRecipients)
 	}
 	if utf8.RuneCountInString(e.Quoted) > MaxTextRune {
 		return fmt.Errorf("%w: email quoted text longer than %d characters", ErrInvalid, MaxTextRune)
 	}
 	fields := append([]string{e.Subject, e.From, e.MessageID, e.InReplyTo, e.HTML, e.Raw, e.Auto, e.Error}, e.To...)
-	fields = append(append(fields, e.Cc...), e.References...)
+	fields = append(append(append(fields, e.Cc...), e.ReplyTo...), e.References...)
 	for _, f := range fields {
 		if len(f) > maxField {
 			return fmt.Errorf("%w: email part field longer than %d bytes", ErrInvalid, maxField)

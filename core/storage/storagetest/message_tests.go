@@ -351,7 +351,8 @@ func testSetMessageStatus(t *testing.T, h Harness) {
 		{"read to delivered", conv.Out, conv.MsgRead, conv.MsgDelivered, false},
 		{"failed is final", conv.Out, conv.MsgFailed, conv.MsgSent, false},
 		{"failed to read", conv.Out, conv.MsgFailed, conv.MsgRead, false},
-		{"sent to failed", conv.Out, conv.MsgSent, conv.MsgFailed, false},
+		{"sent to failed (a bounce)", conv.Out, conv.MsgSent, conv.MsgFailed, true},
+		{"delivered to failed", conv.Out, conv.MsgDelivered, conv.MsgFailed, false},
 		{"received never moves", conv.In, conv.MsgReceived, conv.MsgRead, false},
 	}
 	for i, tc := range tests {
