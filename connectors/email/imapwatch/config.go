@@ -34,6 +34,9 @@ const (
 	DefaultBackoffMin     = time.Second
 	DefaultBackoffMax     = 5 * time.Minute
 
+	// MaxHeaderSize caps Mail.Header, the header of a mail over MaxSize.
+	MaxHeaderSize = 64 << 10
+
 	// maxIdleRestart: RFC 2177 lets servers drop a client idle for 30
 	// minutes; re-issue IDLE with a margin.
 	maxIdleRestart = 29 * time.Minute
@@ -173,6 +176,10 @@ type Mail struct {
 	Raw []byte
 	// TooLarge: the message is over Config.MaxSize and was not downloaded.
 	TooLarge bool
+	// Header is the message's header block (BODY[HEADER]) when TooLarge,
+	// so the caller can still tell who sent it; nil when the server did
+	// not return it or it was over MaxHeaderSize.
+	Header []byte
 	// Rescan: the mailbox's UIDVALIDITY changed since the position Watch
 	// started from, and this message was already there when the change was
 	// seen, so the caller may have ingested it under its old UID. Dedup it

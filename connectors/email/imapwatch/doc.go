@@ -10,6 +10,10 @@
 // minutes after which servers may drop an idle client) or, on servers
 // without IDLE, polling every Config.PollEvery.
 //
+// End connects once and returns the position after the mailbox's last
+// message, for a caller that must start from now rather than from the
+// mailbox's history (and for tests that share a mailbox).
+//
 // What it does not own: parsing (Mail.Raw is the message as the server
 // stores it), dedup and persistence. The caller saves Mail.Position() once
 // a mail is safely handed on, and passes it back to Watch to resume.
@@ -18,8 +22,10 @@
 // with Mail.Rescan set, and the caller dedups those by a hash of Raw.
 //
 // Bounds: RFC822.SIZE is fetched first and a message over Config.MaxSize is
-// delivered with TooLarge and no body (never downloaded); a body whose
-// literal turns out larger than announced is read and dropped, never held.
+// delivered with TooLarge and no body (never downloaded), only its header
+// (BODY.PEEK[HEADER], at most MaxHeaderSize) so the caller can still say who
+// sent it; a body whose literal turns out larger than announced is read and
+// dropped, never held.
 // Every wait for the server is bounded by Config.CommandTimeout (a body
 // download by its stalls); a connection that goes silent is dropped and
 // re-established. Bodies are fetched with BODY.PEEK[] and the mailbox is

@@ -23,28 +23,11 @@ import (
 // then wait for more. It returns when the connection fails or ctx ends;
 // connected says the mailbox was selected, which resets the backoff.
 func (w *watcher) session(ctx context.Context) (connected bool, err error) {
-	conn, err := w.cfg.Dial(ctx, "tcp", w.cfg.Addr)
+	s, err := w.connect(ctx)
+	if s != nil {
+		defer s.close()
+	}
 	if err != nil {
-		return false, fmt.Errorf("dial: %w", err)
-	}
-	s := &session{w: w, newMail: make(chan struct{}, 1)}
-	s.dog = newWatchdog(conn)
-	defer s.dog.stop()
-	// Ending ctx closes the connection, which fails whatever is blocked on it.
-	stopAfter := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stopAfter()
-	defer conn.Close()
-	// Close waits for the client's reader goroutine.
-	defer func() {
-		if s.c != nil {
-			s.c.Close()
-		}
-	}()
-
-	if err := s.open(ctx, conn); err != nil {
-		return false, err
-	}
-	if err := s.login(); err != nil {
 		return false, err
 	}
 	if err := s.selectMailbox(); err != nil {
@@ -65,9 +48,38 @@ func (w *watcher) session(ctx context.Context) (connected bool, err error) {
 type session struct {
 	w       *watcher
 	c       *imapclient.Client
+	conn    net.Conn
 	dog     *watchdog
+	stop    func() bool // of the AfterFunc closing conn when ctx ends
 	idle    bool
 	newMail chan struct{} // EXISTS seen; buffered 1
+}
+
+// connect dials and logs in. The session it returns, also with an error,
+// must be closed.
+func (w *watcher) connect(ctx context.Context) (*session, error) {
+	conn, err := w.cfg.Dial(ctx, "tcp", w.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	s := &session{w: w, conn: conn, newMail: make(chan struct{}, 1)}
+	s.dog = newWatchdog(conn)
+	// Ending ctx closes the connection, which fails whatever is blocked on it.
+	s.stop = context.AfterFunc(ctx, func() { conn.Close() })
+	if err := s.open(ctx, conn); err != nil {
+		return s, err
+	}
+	return s, s.login()
+}
+
+func (s *session) close() {
+	// Close waits for the client's reader goroutine.
+	if s.c != nil {
+		s.c.Close()
+	}
+	s.conn.Close()
+	s.stop()
+	s.dog.stop()
 }
 
 // step runs one exchange with the server under CommandTimeout.
@@ -263,7 +275,7 @@ func (s *session) deliver(ctx context.Context, m meta) error {
 	if m.size > s.w.cfg.MaxSize {
 		mail.TooLarge = true
 	} else {
-		raw, over, found, err := s.body(m.uid)
+		raw, over, found, err := s.body(m.uid, &imap.FetchItemBodySection{Peek: true}, s.w.cfg.MaxSize)
 		if err != nil {
 			return err
 		}
@@ -278,6 +290,16 @@ func (s *session) deliver(ctx context.Context, m meta) error {
 	if mail.TooLarge {
 		s.w.log.Warn("imapwatch: message over the size limit; body not downloaded",
 			"uid", m.uid, "size", m.size, "max_size", s.w.cfg.MaxSize)
+		// The header alone still says who wrote and what it answers. A
+		// header the server cannot give (or over MaxHeaderSize) is left
+		// out rather than holding the mail back.
+		h, over, found, err := s.body(m.uid, &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}, MaxHeaderSize)
+		if err != nil {
+			return err
+		}
+		if found && !over {
+			mail.Header = h
+		}
 	}
 	if err := s.w.handle(ctx, mail); err != nil {
 		return &handlerError{uid: m.uid, err: err}
@@ -286,13 +308,12 @@ func (s *session) deliver(ctx context.Context, m meta) error {
 	return nil
 }
 
-// body downloads one message without setting \Seen. over is true when the
-// literal turns out larger than MaxSize (a server whose RFC822.SIZE was
-// wrong): it is read and dropped, never held. found is false when the server
-// returned no such message.
-func (s *session) body(uid uint32) (raw []byte, over, found bool, err error) {
-	section := &imap.FetchItemBodySection{Peek: true}
-	limit := s.w.cfg.MaxSize
+// body downloads one section of a message (Peek set: without setting
+// \Seen). over is true when the literal turns out larger than limit (for
+// the whole message, a server whose RFC822.SIZE was wrong): it is read and
+// dropped, never held. found is false when the server returned no such
+// message.
+func (s *session) body(uid uint32, section *imap.FetchItemBodySection, limit int64) (raw []byte, over, found bool, err error) {
 	err = s.step(fmt.Sprintf("fetch body of uid %d", uid), func() error {
 		cmd := s.c.Fetch(imap.UIDSetNum(imap.UID(uid)), &imap.FetchOptions{
 			UID:         true,

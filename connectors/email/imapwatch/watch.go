@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
+
 	"github.com/switchboard-hq/switchboard/core/conv"
 )
 
@@ -41,6 +43,50 @@ func Watch(ctx context.Context, cfg Config, from Position, handle func(ctx conte
 		pos:    from,
 	}
 	return w.run(ctx)
+}
+
+// End returns the position after the last message now in cfg's mailbox:
+// Watch from it hands over only mail that arrives later. It connects once,
+// without retrying: a refused login wraps conv.ErrUnauthorized, any other
+// failure conv.ErrUnavailable, an invalid cfg conv.ErrInvalid.
+func End(ctx context.Context, cfg Config) (Position, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return Position{}, fmt.Errorf("imapwatch.End: %w", err)
+	}
+	w := &watcher{cfg: cfg, log: cfg.Logger}
+	s, err := w.connect(ctx)
+	if s != nil {
+		defer s.close()
+	}
+	var data *imap.SelectData
+	if err == nil {
+		err = s.step("examine "+cfg.Mailbox, func() error {
+			var err error
+			data, err = s.c.Select(cfg.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+			return err
+		})
+	}
+	var pos Position
+	if err == nil {
+		pos.UIDValidity = data.UIDValidity
+		if data.UIDNext > 0 {
+			pos.UID = uint32(data.UIDNext) - 1
+		} else if data.NumMessages > 0 {
+			var metas []meta
+			if metas, err = s.listAfter(0); err == nil && len(metas) > 0 {
+				pos.UID = metas[len(metas)-1].uid
+			}
+		}
+	}
+	switch {
+	case err == nil:
+		return pos, nil
+	case errors.Is(err, conv.ErrUnauthorized):
+		return Position{}, fmt.Errorf("imapwatch.End %s: %w", cfg.Addr, err)
+	default:
+		return Position{}, fmt.Errorf("imapwatch.End %s: %w: %w", cfg.Addr, conv.ErrUnavailable, err)
+	}
 }
 
 // watcher is one Watch call: its position survives reconnects.

@@ -127,21 +127,31 @@ func TestSizeLimit(t *testing.T) {
 				t.Fatalf("big mail = TooLarge %v, %d raw bytes, size %d; want TooLarge, no body, size %d",
 					m.TooLarge, len(m.Raw), m.Size, len(big))
 			}
+			if head, _, _ := strings.Cut(big, "\r\n\r\n"); string(m.Header) != head+"\r\n\r\n" {
+				t.Fatalf("big mail header = %q, want %q", m.Header, head+"\r\n\r\n")
+			}
 		default:
-			if m.TooLarge || string(m.Raw) != small {
-				t.Fatalf("small mail uid %d = TooLarge %v, raw %q", uid, m.TooLarge, m.Raw)
+			if m.TooLarge || string(m.Raw) != small || m.Header != nil {
+				t.Fatalf("small mail uid %d = TooLarge %v, raw %q, header %q", uid, m.TooLarge, m.Raw, m.Header)
 			}
 		}
 	}
 	wire := s.wire.String()
+	// Only the header of the oversized mail is fetched, never all of it.
 	bodyFetch := func(uid uint32) *regexp.Regexp {
-		return regexp.MustCompile(fmt.Sprintf(`UID FETCH %d \([^)]*BODY`, uid))
+		return regexp.MustCompile(fmt.Sprintf(`UID FETCH %d \([^)]*BODY[.A-Z]*\[([A-Z]*)\]`, uid))
 	}
-	if !bodyFetch(1).MatchString(wire) {
-		t.Fatalf("no body fetch for uid 1 in the wire log; the pattern is stale:\n%s", wire)
+	if m := bodyFetch(1).FindStringSubmatch(wire); m == nil || m[1] != "" {
+		t.Fatalf("no whole-body fetch for uid 1 in the wire log; the pattern is stale:\n%s", wire)
 	}
-	if bodyFetch(bigUID).MatchString(wire) {
-		t.Fatalf("the body of the oversized uid %d was requested:\n%s", bigUID, wire)
+	fetches := bodyFetch(bigUID).FindAllStringSubmatch(wire, -1)
+	if len(fetches) == 0 {
+		t.Fatalf("the header of the oversized uid %d was not requested:\n%s", bigUID, wire)
+	}
+	for _, f := range fetches {
+		if f[1] != "HEADER" {
+			t.Fatalf("the body of the oversized uid %d was requested (%s):\n%s", bigUID, f[0], wire)
+		}
 	}
 }
 
@@ -391,5 +401,34 @@ func TestBackoff(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEnd(t *testing.T) {
+	s := startMemServer(t)
+	cfg := baseConfig(t, s)
+	empty, err := End(t.Context(), cfg)
+	if err != nil || empty.UIDValidity != s.uidValidity(t) || empty.UID != 0 {
+		t.Fatalf("End of an empty mailbox = %+v, %v", empty, err)
+	}
+	s.deliver(t, message("old-1", "x"))
+	last := s.deliver(t, message("old-2", "x"))
+	end, err := End(t.Context(), cfg)
+	if err != nil || end.UIDValidity != s.uidValidity(t) || end.UID != last {
+		t.Fatalf("End = %+v, %v; want uid %d", end, err, last)
+	}
+	r := startWatch(t, cfg, end, nil)
+	uid := s.deliver(t, message("new", "x"))
+	if m := r.next(t); m.UID != uid || !strings.Contains(string(m.Raw), "new@example.org") {
+		t.Fatalf("first mail from End = uid %d %q, want the new one (%d)", m.UID, m.Raw, uid)
+	}
+
+	cfg.Password = "wrong"
+	if _, err := End(t.Context(), cfg); !errors.Is(err, conv.ErrUnauthorized) {
+		t.Fatalf("End with a wrong password = %v, want conv.ErrUnauthorized", err)
+	}
+	s.stop()
+	if _, err := End(t.Context(), baseConfig(t, s)); !errors.Is(err, conv.ErrUnavailable) {
+		t.Fatalf("End with the server down = %v, want conv.ErrUnavailable", err)
 	}
 }

@@ -17,7 +17,10 @@ var roleLocals = map[string]bool{
 
 // classify says why a mail is automatic, or "" when a person wrote it.
 func classify(h textproto.Header, m *Message, own OwnDomains) AutoKind {
-	if own.Has(domainOf(m.From.Email)) || own.Has(idDomain(m.MessageID)) {
+	// Ours by the shape MessageIDFor gives: a colleague writing from our
+	// domain with an ordinary client is a person, not a loop (the connector
+	// also recognizes its own From address).
+	if own.Has(idDomain(m.MessageID)) && strings.HasPrefix(unbracket(m.MessageID), tokenPrefix) {
 		return AutoOwnDomain
 	}
 	if v := strings.ToLower(cleanHeader(h.Get("Auto-Submitted"))); v != "" && !strings.HasPrefix(v, "no") {

@@ -31,9 +31,10 @@ func TestClassify(t *testing.T) {
 		{"noreply", "From: Shop <noreply@shop.example>\r\n", AutoRoleSender},
 		{"no-reply with tag", "From: no-reply+orders@shop.example\r\n", AutoRoleSender},
 		{"role in return-path", person + "Return-Path: <mailer-daemon@example.com>\r\n", AutoRoleSender},
-		{"own domain sender", "From: Acme <support@ACME.example>\r\n", AutoOwnDomain},
+		{"colleague at our domain", "From: Acme <jane@ACME.example>\r\nMessage-ID: <abc.123@acme.example>\r\n", AutoNone},
 		{"own message id", "From: Jane <jane@example.com>\r\nMessage-ID: <sb.1.2.abc@mail.acme.example>\r\n", AutoOwnDomain},
-		{"own domain wins", "From: support@acme.example\r\nAuto-Submitted: auto-replied\r\n", AutoOwnDomain},
+		{"own message id wins", "From: support@acme.example\r\nMessage-ID: <sb.1.2.abc@acme.example>\r\nAuto-Submitted: auto-replied\r\n", AutoOwnDomain},
+		{"token shape under another domain", "From: jane@example.com\r\nMessage-ID: <sb.1.2.abc@example.com>\r\n", AutoNone},
 		{"subdomain is not own", "From: jane@sub.acme.example.org\r\n", AutoNone},
 	}
 	for _, tc := range cases {

@@ -25,6 +25,10 @@
 // read so far are kept and Message.Truncated says so, because a customer's
 // mail is worth more than strictness.
 //
+// ParseHeader reads the top-level header alone, under the same bounds and
+// cleaning: the envelope of a mail whose body was not downloaded (over the
+// channel's size limit) or that Parse refused.
+//
 // Body: text/plain is preferred; without it Text is rendered from the HTML.
 // Quoted history (Gmail, Outlook, Foxmail/QQ, Chinese attributions, ">"
 // blocks) and the signature are folded out of Text into Quoted, never
@@ -51,15 +55,17 @@
 //     of cleaning them: a value that has them is a bug upstream.
 //   - File names are reduced to a base name: no directories, no "..".
 //   - Our Message-IDs carry an 80-bit HMAC so a sender cannot forge a token
-//     into someone else's conversation; ParseToken checks it in constant time
-//     and refuses keys shorter than MinKeyLen.
+//     into someone else's conversation; ParseToken (and ParseTokenMessage,
+//     which also returns the message, for bounces) checks it in constant
+//     time and refuses keys shorter than MinKeyLen.
 //   - Message ids from outside are never trusted for dedup (the IMAP
 //     position is the key); they are only threading hints.
 //
 // # Automatic mail
 //
 // Message.Auto is set for mail that must not open an agent conversation and
-// must never be answered automatically: our own domain coming back,
+// must never be answered automatically: our own mail coming back (a Message-ID
+// of the shape MessageIDFor makes, under one of our domains),
 // Auto-Submitted other than "no", Precedence bulk/list/junk, List-Unsubscribe
 // or List-Id, X-Auto-Response-Suppress, X-Loop, a null Return-Path, or a
 // role sender (mailer-daemon, postmaster, noreply, no-reply, …). A DSN also

@@ -32,6 +32,7 @@ func FuzzParse(f *testing.F) {
 	l := Limits{MaxBytes: 256 << 10, MaxParts: 20, MaxDepth: 5, MaxHeaderBytes: 8 << 10, MaxAttachmentBytes: 128 << 10}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Parse(bytes.NewReader(b), l, testOwn)
+		checkHeaderAgrees(t, b, l, m, err)
 		if err != nil {
 			if !errors.Is(err, conv.ErrInvalid) {
 				t.Fatalf("error %v does not wrap conv.ErrInvalid", err)
@@ -59,6 +60,35 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("html keeps %s: %s", bad, m.HTML)
 		}
 	})
+}
+
+// checkHeaderAgrees: ParseHeader never panics, fails only with
+// conv.ErrInvalid, returns clean values, and reads the same envelope
+// fields as Parse whenever Parse succeeds.
+func checkHeaderAgrees(t *testing.T, b []byte, l Limits, m *Message, err error) {
+	t.Helper()
+	h, herr := ParseHeader(bytes.NewReader(b), l, testOwn)
+	if herr != nil {
+		if !errors.Is(herr, conv.ErrInvalid) {
+			t.Fatalf("ParseHeader error %v does not wrap conv.ErrInvalid", herr)
+		}
+		if err == nil {
+			t.Fatalf("ParseHeader failed (%v) where Parse succeeded", herr)
+		}
+		return
+	}
+	checkClean(t, h)
+	if h.Text != "" || h.HTML != "" || len(h.Attachments) > 0 || h.Bounce != nil {
+		t.Fatalf("ParseHeader read a body: %+v", h)
+	}
+	if err != nil {
+		return
+	}
+	if h.MessageID != m.MessageID || h.InReplyTo != m.InReplyTo || h.Subject != m.Subject ||
+		h.From != m.From || !h.Date.Equal(m.Date) || h.Auto != m.Auto ||
+		strings.Join(h.References, " ") != strings.Join(m.References, " ") || len(h.To) != len(m.To) {
+		t.Fatalf("ParseHeader = %+v\nParse = %+v", h, m)
+	}
 }
 
 // unsafeHTML tokenizes sanitized HTML as a browser would and names the first

@@ -125,33 +125,41 @@ func MessageIDFor(domain string, conversation conv.ConversationID, message conv.
 // ParseToken returns the conversation encoded in one of our Message-IDs (with
 // or without brackets) if it is under domain and its MAC checks with key.
 func ParseToken(id string, domain string, key []byte) (conv.ConversationID, bool) {
+	c, _, ok := ParseTokenMessage(id, domain, key)
+	return c, ok
+}
+
+// ParseTokenMessage is ParseToken that also returns the message the id was
+// made for: a delivery status notification names our Message-ID, and the
+// message it reports on is the one to mark failed.
+func ParseTokenMessage(id string, domain string, key []byte) (conv.ConversationID, conv.MessageID, bool) {
 	if len(key) < MinKeyLen || len(id) > maxIDLen {
-		return 0, false
+		return 0, 0, false
 	}
 	id = unbracket(id)
 	at := strings.LastIndexByte(id, '@')
 	if at < 0 || !strings.EqualFold(id[at+1:], domain) {
-		return 0, false
+		return 0, 0, false
 	}
 	local := id[:at]
 	if len(local) < len(tokenPrefix) || !strings.EqualFold(local[:len(tokenPrefix)], tokenPrefix) {
-		return 0, false
+		return 0, 0, false
 	}
 	local = local[len(tokenPrefix):]
 	f := strings.Split(local, ".")
 	if len(f) != 3 || !decimal(f[0]) || !decimal(f[1]) {
-		return 0, false
+		return 0, 0, false
 	}
 	c, err1 := conv.ParseID[conv.ConversationID](f[0])
 	m, err2 := conv.ParseID[conv.MessageID](f[1])
 	if err1 != nil || err2 != nil || c.IsZero() {
-		return 0, false
+		return 0, 0, false
 	}
 	want := tokenMAC(domain, c, m, key)
 	if !hmac.Equal([]byte(strings.ToLower(f[2])), []byte(want)) {
-		return 0, false
+		return 0, 0, false
 	}
-	return c, true
+	return c, m, true
 }
 
 // decimal: digits only, no sign, no leading zero, so one id has one spelling.

@@ -32,6 +32,10 @@ func TestTokenRoundTrip(t *testing.T) {
 				if !ok || c != tc.c {
 					t.Errorf("ParseToken(%q) = %v, %v; want %v, true", form, c, ok, tc.c)
 				}
+				c, m, ok := ParseTokenMessage(form, domain, testKey)
+				if !ok || c != tc.c || m != tc.m {
+					t.Errorf("ParseTokenMessage(%q) = %v, %v, %v; want %v, %v, true", form, c, m, ok, tc.c, tc.m)
+				}
 			}
 		})
 	}
@@ -73,6 +77,9 @@ func TestTokenRejects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if c, ok := ParseToken(tc.id, tc.domain, tc.key); ok {
 				t.Errorf("ParseToken(%q) = %v, true; want false", tc.id, c)
+			}
+			if c, m, ok := ParseTokenMessage(tc.id, tc.domain, tc.key); ok {
+				t.Errorf("ParseTokenMessage(%q) = %v, %v, true; want false", tc.id, c, m)
 			}
 		})
 	}

@@ -30,7 +30,7 @@ type AutoKind string
 // Reasons for automatic mail, checked in this order.
 const (
 	AutoNone             AutoKind = ""
-	AutoOwnDomain        AutoKind = "own-domain"             // sender or Message-ID under one of our domains: our own mail came back
+	AutoOwnDomain        AutoKind = "own-domain"             // a Message-ID of ours (MessageIDFor's shape under one of our domains): our own mail came back
 	AutoSubmitted        AutoKind = "auto-submitted"         // Auto-Submitted other than "no" (RFC 3834), X-Autoreply, X-Autorespond
 	AutoPrecedence       AutoKind = "precedence"             // Precedence: bulk, list, junk, auto_reply
 	AutoList             AutoKind = "list"                   // List-Unsubscribe or List-Id

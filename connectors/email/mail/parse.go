@@ -67,27 +67,57 @@ func (p *parser) limitErr(g *headerGate) error {
 	return nil
 }
 
-func (p *parser) parse(own OwnDomains) (*Message, error) {
+// ParseHeader reads only the top-level header of a message: the envelope
+// fields (ids, subject, date, addresses) and Auto, cleaned as Parse cleans
+// them, with no body, attachments or Bounce. It is for a mail whose body
+// was not downloaded (over the size limit: the IMAP server hands the header
+// alone) or that Parse refused, to still say who sent it and what it
+// answers. The header block is bounded by MaxHeaderBytes; nothing after
+// it is read.
+func ParseHeader(r io.Reader, l Limits, own OwnDomains) (*Message, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	p := &parser{l: l.withDefaults(), size: &sizeLimit{r: r}}
+	p.size.left = p.l.MaxBytes
+	h, _, err := p.top()
+	if err != nil {
+		return nil, fmt.Errorf("mail.ParseHeader: %w", err)
+	}
+	p.msg.Auto = classify(h, p.msg, own)
+	return p.msg, nil
+}
+
+// top reads the message's header into p.msg and returns it with the reader
+// positioned at the body.
+func (p *parser) top() (textproto.Header, *bufio.Reader, error) {
 	gate := &headerGate{r: p.size}
 	br := bufio.NewReaderSize(gate, 4096)
 	gate.arm(int64(p.l.MaxHeaderBytes) + readSlack)
 	h, err := textproto.ReadHeader(br)
 	gate.disarm()
 	if lerr := p.limitErr(gate); lerr != nil {
-		return nil, lerr
+		return h, nil, lerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: header: %v", conv.ErrInvalid, err)
+		return h, nil, fmt.Errorf("%w: header: %v", conv.ErrInvalid, err)
 	}
 	if h.Len() == 0 {
-		return nil, fmt.Errorf("%w: no header", conv.ErrInvalid)
+		return h, nil, fmt.Errorf("%w: no header", conv.ErrInvalid)
 	}
 	p.msg = &Message{}
 	if _, params := contentType(h); params != nil {
 		p.charset = params["charset"]
 	}
 	p.header(h)
+	return h, br, nil
+}
 
+func (p *parser) parse(own OwnDomains) (*Message, error) {
+	h, br, err := p.top()
+	if err != nil {
+		return nil, err
+	}
 	if err := p.entity(h, br, 0, ""); err != nil {
 		return nil, err
 	}
