@@ -18,6 +18,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/switchboard-hq/switchboard/connectors/email"
 	"github.com/switchboard-hq/switchboard/connectors/webchat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
@@ -223,8 +224,13 @@ func (n *node) openChannels(ids *conv.IDGen) error {
 		Timelines: n.live.timelines, Media: ms, IDs: ids, Web: web.FS, Logger: n.log.With("connector", "webchat")}); err != nil {
 		return err
 	}
-	n.wechat, err = wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat"),
-		TokenCache: n.tokens, Lease: n.state, Holder: "node-" + strconv.Itoa(n.cfg.NodeID) + "-" + strconv.Itoa(os.Getpid()), Media: ms})
+	holder := "node-" + strconv.Itoa(n.cfg.NodeID) + "-" + strconv.Itoa(os.Getpid())
+	if n.wechat, err = wechat.New(wechat.Config{Store: n.store, Bus: n.pub, Logger: n.log.With("connector", "wechat"),
+		TokenCache: n.tokens, Lease: n.state, Holder: holder, Media: ms}); err != nil {
+		return err
+	}
+	n.email, err = email.New(email.Config{Store: n.store, Bus: n.pub, Media: ms, Lease: n.state, Holder: holder,
+		Logger: n.log, RescanEvery: n.cfg.ChannelRescan})
 	return err
 }
 

@@ -20,14 +20,16 @@ import (
 
 // server is a real switchboard serve on a random port (embedded default).
 type server struct {
-	t        *testing.T
+	t        testing.TB
 	addr     string
 	data     string
 	password string // the demo agent's
 	channel  string // the demo web chat channel
 }
 
-func startServer(t *testing.T) *server {
+// startServer runs serve on a fresh data dir with the embedded defaults,
+// plus extra flags.
+func startServer(t testing.TB, extra ...string) *server {
 	t.Helper()
 	t.Setenv(secret.EnvVar, "")
 	s := &server{t: t, data: t.TempDir(), addr: freeAddr(t)}
@@ -35,7 +37,7 @@ func startServer(t *testing.T) *server {
 	var stderr syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--data", s.data, "--addr", s.addr}, &bytes.Buffer{}, &stderr)
+		done <- run(ctx, append([]string{"serve", "--data", s.data, "--addr", s.addr}, extra...), &bytes.Buffer{}, &stderr)
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -117,7 +119,7 @@ func (s *server) login(tenant, email, password string) string {
 
 // ws is a websocket client reading JSON frames.
 type ws struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 }
 

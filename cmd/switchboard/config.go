@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/secret"
@@ -29,6 +30,9 @@ type config struct {
 	Addr     string
 	LogLevel string
 	LogJSON  bool
+	// ChannelRescan is how often connectors that hold connections of
+	// their own (email's IMAP watchers) read the channel list again.
+	ChannelRescan time.Duration
 }
 
 // adminNodeID is the snowflake node admin commands use, so ids they make
@@ -55,6 +59,8 @@ func newFlags(name string, c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Addr, "addr", env("SWITCHBOARD_ADDR", "127.0.0.1:8080"), "HTTP listen address")
 	fs.StringVar(&c.LogLevel, "log-level", env("SWITCHBOARD_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", env("SWITCHBOARD_LOG_FORMAT", "") == "json", "log JSON lines instead of text")
+	fs.DurationVar(&c.ChannelRescan, "channel-rescan", 30*time.Second,
+		"how often new, changed and disabled email channels are picked up (serve)")
 	return fs
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/switchboard-hq/switchboard/connectors/email"
 	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/hub"
@@ -13,7 +14,7 @@ func kinds() *hub.Registry {
 	return hub.NewRegistry(
 		hub.Kind{Name: conv.KindWebchat, Secrets: []string{"identity_secret"}},
 		wx[0], wx[1],
-		hub.Kind{Name: conv.KindEmail, Secrets: []string{"password", "smtp_password"}},
+		email.Kind(),
 		hub.Kind{Name: conv.KindVoice, Secrets: []string{"turn_secret"}},
 		// The loopback channel the test suites and `bench` use.
 		hub.Kind{Name: conv.KindTest, Secrets: []string{"secret"}},

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/switchboard-hq/switchboard/api"
+	"github.com/switchboard-hq/switchboard/connectors/email"
 	"github.com/switchboard-hq/switchboard/connectors/webchat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
@@ -50,6 +51,16 @@ func (s stateOf[L, R]) Acquire(ctx context.Context, key, holder string, ttl time
 	return s.leases.Acquire(ctx, key, holder, ttl)
 }
 
+// Release hands a lease over at once (both lease stores have it).
+func (s stateOf[L, R]) Release(ctx context.Context, key, holder string) error {
+	if r, ok := any(s.leases).(interface {
+		Release(ctx context.Context, key, holder string) error
+	}); ok {
+		return r.Release(ctx, key, holder)
+	}
+	return nil
+}
+
 func (s stateOf[L, R]) Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
 	return s.limiter.Allow(ctx, key, limit, window)
 }
@@ -71,6 +82,7 @@ type node struct {
 	dispatch *dispatch.Dispatcher
 	webchat  *webchat.Connector
 	wechat   *wechat.Connector
+	email    *email.Connector
 	media    *media.Store
 	// tokens shares WeChat access tokens between nodes (Redis); nil on
 	// a single node, where the connector keeps them in process.
@@ -231,6 +243,7 @@ func (n *node) addHandlers() error {
 		{"wechat_oa", hub.OutboundTopic(conv.KindWeChatOA), "connector-wechat-oa", outboundHandler(n.wechat.Outbound)},
 		{"wechat_mp", hub.OutboundTopic(conv.KindWeChatMP), "connector-wechat-mp", outboundHandler(n.wechat.Outbound)},
 		{"wechat_identity", hub.TopicEvents, "connector-wechat", eventsHandler(n.wechat.Events, conv.EventConversationOpened)},
+		{"email", hub.OutboundTopic(conv.KindEmail), "connector-email", outboundHandler(n.email.Outbound)},
 	} {
 		sub, err := n.bus.Subscriber(h.group)
 		if err != nil {
@@ -257,6 +270,7 @@ func (n *node) serveWorkers(ctx context.Context) error {
 	})
 	g.Go(func() error { return n.dispatch.Run(gctx, 15*time.Second) })
 	g.Go(func() error { return n.wechat.Run(gctx) })
+	g.Go(func() error { return n.email.Run(gctx) })
 	g.Go(func() error {
 		return n.outbound.RunSweeper(gctx, n.state, "node-"+strconv.Itoa(n.cfg.NodeID)+"-"+strconv.Itoa(os.Getpid()), 5*time.Second)
 	})

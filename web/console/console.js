@@ -571,6 +571,7 @@
         h('strong', { class: 'eh-subject', testid: 'email-subject' }, e.subject || '(no subject)'),
         e.auto ? h('span', { class: 'eh-auto', testid: 'email-auto', title: 'Automatic mail: it expects no answer and is never answered automatically' }, 'Automatic \u00b7 ' + e.auto) : null),
       field('From', e.from, 'email-from'),
+      field('Reply-To', (e.reply_to || []).join(', '), 'email-reply-to'),
       field('To', (e.to || []).join(', '), 'email-to'),
       field('Cc', (e.cc || []).join(', '), 'email-cc'),
       field('Date', fullTime(m.created_at), 'email-date'),
@@ -655,7 +656,8 @@
     }
     const src = human || any;
     if (!src) return sent ? { to: sent.to || [], cc: sent.cc || [], subject: sent.subject || '' } : null;
-    const seen = new Set([ours, addrOf(src.from)].filter(Boolean));
+    const to = src.reply_to && src.reply_to.length ? src.reply_to : (src.from ? [src.from] : []);
+    const seen = new Set([ours, addrOf(src.from), ...to.map(addrOf)].filter(Boolean));
     const cc = [];
     for (const a of [...(src.to || []), ...(src.cc || [])]) {
       const k = addrOf(a);
@@ -663,7 +665,7 @@
       seen.add(k);
       cc.push(a);
     }
-    return { to: src.from ? [src.from] : [], cc, subject: reSubject(src.subject) };
+    return { to, cc, subject: reSubject(src.subject) };
   }
   // renderComposer shows To, Cc and Subject on an email conversation,
   // prefilling each field the agent has not edited. Sending keeps them.
