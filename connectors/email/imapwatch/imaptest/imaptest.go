@@ -29,12 +29,64 @@ type Mailbox struct {
 	// Name of the mailbox (folder) to watch.
 	Name   string
 	append func(t testing.TB, raw []byte) uint32
+	// onServer is set for a folder on a real server (Folder): AppendAll
+	// and Recreate talk to it.
+	onServer bool
 }
 
 // Append puts raw into the mailbox, as a delivery would, and returns its UID.
 func (m Mailbox) Append(t testing.TB, raw []byte) uint32 {
 	t.Helper()
 	return m.append(t, raw)
+}
+
+// AppendAll puts raws into a Folder, in order, over one connection, and
+// returns the UID of the last.
+func (m Mailbox) AppendAll(t testing.TB, raws [][]byte) uint32 {
+	t.Helper()
+	if !m.onServer {
+		t.Fatal("imaptest: AppendAll is for a Folder")
+	}
+	c := dial(t, m)
+	defer c.Close()
+	var last uint32
+	for _, raw := range raws {
+		last = appendOne(t, c, m.Name, raw)
+	}
+	return last
+}
+
+// Recreate deletes a Folder and creates it again, empty: the server gives
+// it a new UIDVALIDITY, as after a restore or a migration of the mailbox.
+func (m Mailbox) Recreate(t testing.TB) {
+	t.Helper()
+	if !m.onServer {
+		t.Fatal("imaptest: Recreate is for a Folder")
+	}
+	c := dial(t, m)
+	defer c.Close()
+	if err := c.Delete(m.Name).Wait(); err != nil {
+		t.Fatalf("imaptest: delete %s: %v", m.Name, err)
+	}
+	if err := c.Create(m.Name, nil).Wait(); err != nil {
+		t.Fatalf("imaptest: create %s: %v", m.Name, err)
+	}
+}
+
+func appendOne(t testing.TB, c *imapclient.Client, name string, raw []byte) uint32 {
+	t.Helper()
+	cmd := c.Append(name, int64(len(raw)), nil)
+	if _, err := cmd.Write(raw); err != nil {
+		t.Fatalf("imaptest: append: %v", err)
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatalf("imaptest: append: %v", err)
+	}
+	data, err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("imaptest: append: %v", err)
+	}
+	return uint32(data.UID)
 }
 
 // Server is an IMAP server in the test process with one user and an INBOX.
@@ -212,22 +264,12 @@ func Folder(t testing.TB, rawURL string) Mailbox {
 			t.Errorf("imaptest: delete %s: %v", m.Name, err)
 		}
 	})
+	m.onServer = true
 	m.append = func(t testing.TB, raw []byte) uint32 {
 		t.Helper()
 		c := dial(t, m)
 		defer c.Close()
-		cmd := c.Append(m.Name, int64(len(raw)), nil)
-		if _, err := cmd.Write(raw); err != nil {
-			t.Fatalf("imaptest: append: %v", err)
-		}
-		if err := cmd.Close(); err != nil {
-			t.Fatalf("imaptest: append: %v", err)
-		}
-		data, err := cmd.Wait()
-		if err != nil {
-			t.Fatalf("imaptest: append: %v", err)
-		}
-		return uint32(data.UID)
+		return appendOne(t, c, m.Name, raw)
 	}
 	return m
 }
