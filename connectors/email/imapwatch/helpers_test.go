@@ -37,6 +37,7 @@ type memServer struct {
 	opts    imapserver.Options
 	tlsLn   bool // listen with implicit TLS
 	noIdle  bool // hide IDLE from the client
+	addID   bool // advertise ID to the client
 
 	mu   sync.Mutex
 	srv  *imapserver.Server
@@ -60,6 +61,12 @@ func withoutIdle() serverOpt {
 		s.opts.Caps = imap.CapSet{imap.CapIMAP4rev1: {}}
 		s.noIdle = true
 	}
+}
+
+// withID advertises the ID capability (RFC 2971); the server answers the
+// command itself with BAD, as a server that does not implement it would.
+func withID() serverOpt {
+	return func(s *memServer) { s.addID = true }
 }
 
 // withTLS serves implicit TLS (implicit) or offers STARTTLS.
@@ -138,28 +145,35 @@ func (s *memServer) currentAddr() string {
 func (s *memServer) dial(ctx context.Context, network, _ string) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, network, s.currentAddr())
-	if err != nil || !s.noIdle {
+	if err != nil || (!s.noIdle && !s.addID) {
 		return c, err
 	}
-	return &hideIdle{Conn: c, r: bufio.NewReader(c)}, nil
+	return &capsRewriter{Conn: c, r: bufio.NewReader(c), hideIdle: s.noIdle, addID: s.addID}, nil
 }
 
-// hideIdle renames the IDLE capability (to the same length, so literal
-// sizes stay right) in every line the server sends.
-type hideIdle struct {
+// capsRewriter edits the capabilities in every line the server sends:
+// renames IDLE (to the same length, so literal sizes stay right), or adds
+// ID, which imapserver does not implement and so never advertises.
+type capsRewriter struct {
 	net.Conn
-	r       *bufio.Reader
-	pending []byte
+	r               *bufio.Reader
+	hideIdle, addID bool
+	pending         []byte
 }
 
-func (h *hideIdle) Read(p []byte) (int, error) {
+func (h *capsRewriter) Read(p []byte) (int, error) {
 	if len(h.pending) == 0 {
 		line, err := h.r.ReadBytes('\n')
 		if len(line) == 0 {
 			return 0, err
 		}
 		if bytes.Contains(line, []byte("CAPABILITY")) {
-			line = bytes.ReplaceAll(line, []byte(" IDLE"), []byte(" XDLE"))
+			if h.hideIdle {
+				line = bytes.ReplaceAll(line, []byte(" IDLE"), []byte(" XDLE"))
+			}
+			if h.addID {
+				line = bytes.Replace(line, []byte("CAPABILITY "), []byte("CAPABILITY ID "), 1)
+			}
 		}
 		h.pending = line
 	}

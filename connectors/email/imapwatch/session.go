@@ -163,8 +163,29 @@ func (s *session) login() error {
 		return err
 	}
 	// The capabilities may change after login; IDLE is decided on these.
-	return s.step("capability", func() error { s.idle = s.c.Caps().Has(imap.CapIdle); return nil })
+	var hasID bool
+	if err := s.step("capability", func() error {
+		after := s.c.Caps()
+		s.idle, hasID = after.Has(imap.CapIdle), after.Has(imap.CapID) || caps.Has(imap.CapID)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if hasID {
+		// Some servers (NetEase 163/126) refuse SELECT ("Unsafe Login")
+		// from a client that has not said who it is (RFC 2971). A server
+		// that answers ID with NO still gets the SELECT.
+		err := s.step("id", func() error { _, err := s.c.ID(&clientID).Wait(); return err })
+		var ierr *imap.Error
+		if err != nil && !errors.As(err, &ierr) {
+			return err
+		}
+	}
+	return nil
 }
+
+// clientID is what the watcher tells servers that ask who it is (IMAP ID).
+var clientID = imap.IDData{Name: "Switchboard", Vendor: "Switchboard", SupportURL: "https://github.com/switchboard-hq/switchboard"}
 
 func (s *session) selectMailbox() error {
 	var data *imap.SelectData

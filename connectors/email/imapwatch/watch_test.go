@@ -432,3 +432,20 @@ func TestEnd(t *testing.T) {
 		t.Fatalf("End with the server down = %v, want conv.ErrUnavailable", err)
 	}
 }
+
+// TestSaysWhoItIs: a server that offers ID (RFC 2971) is told the
+// client's name after login — NetEase's servers refuse SELECT otherwise —
+// and one that then answers the ID command with an error still gets the
+// SELECT and delivers.
+func TestSaysWhoItIs(t *testing.T) {
+	s := startMemServer(t, withID())
+	raw := message("who", "body")
+	s.deliver(t, raw)
+	r := startWatch(t, baseConfig(t, s), Position{}, nil)
+	if m := r.next(t); string(m.Raw) != raw {
+		t.Fatalf("delivered %q, want %q", m.Raw, raw)
+	}
+	if w := s.wire.String(); !strings.Contains(w, ` ID (`) || !strings.Contains(w, `"Switchboard"`) {
+		t.Fatalf("no ID command with our name on the wire:\n%s", w)
+	}
+}
