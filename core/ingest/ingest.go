@@ -2,8 +2,10 @@ package ingest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"time"
 
@@ -26,7 +28,11 @@ type Config struct {
 	// MaxBatch caps envelopes per transaction (default 256).
 	MaxBatch int
 	// Writers is the number of concurrent committing goroutines (default 1:
-	// right for SQLite's single writer; Postgres benefits from a few).
+	// right for SQLite's single writer; Postgres benefits from a few). Each
+	// sender's envelopes always go to the same writer (a hash of tenant,
+	// channel and sender identity), so concurrent transactions do not touch
+	// the same contact and conversation rows and wait on each other's row
+	// locks, and a sender's envelopes are committed in the order accepted.
 	Writers int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -100,13 +106,15 @@ type response struct {
 // Service ingests envelopes. Create with New, start with Run.
 //
 // Envelopes pass two stages: writers gather concurrent Accepts into one
-// transaction per tenant (group commit), and one publisher publishes the
+// transaction per tenant (group commit) — each writer its share of the
+// senders — and one publisher publishes the
 // events of every committed batch waiting for it in one call, in commit
 // order, then answers the Accepts. The stages overlap: the next batch
 // commits while the previous one's events are published.
 type Service struct {
-	cfg       Config
-	reqs      chan request
+	cfg Config
+	// reqs has one channel per writer; writerFor picks it.
+	reqs      []chan request
 	committed chan []answer
 	stop      chan struct{}
 }
@@ -123,16 +131,36 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, reqs: make(chan request), committed: make(chan []answer, 4*cfg.Writers),
+	reqs := make([]chan request, cfg.Writers)
+	for i := range reqs {
+		reqs[i] = make(chan request)
+	}
+	return &Service{cfg: cfg, reqs: reqs, committed: make(chan []answer, 4*cfg.Writers),
 		stop: make(chan struct{})}, nil
+}
+
+// writerFor is the writer that commits in's sender's envelopes.
+func (s *Service) writerFor(in conv.Inbound) chan request {
+	if len(s.reqs) == 1 {
+		return s.reqs[0]
+	}
+	h := fnv.New64a()
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(in.TenantID))
+	binary.LittleEndian.PutUint64(b[8:], uint64(in.ChannelID))
+	h.Write(b[:])
+	h.Write([]byte(in.From.Kind))
+	h.Write([]byte{0})
+	h.Write([]byte(in.From.ExternalID))
+	return s.reqs[h.Sum64()%uint64(len(s.reqs))]
 }
 
 // Run commits queued envelopes until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	done := make(chan struct{})
-	for range s.cfg.Writers {
+	for _, reqs := range s.reqs {
 		go func() {
-			s.writer(ctx)
+			s.writer(ctx, reqs)
 			done <- struct{}{}
 		}()
 	}
@@ -164,7 +192,7 @@ func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
 	}
 	req := request{ctx: ctx, in: in, done: make(chan response, 1)}
 	select {
-	case s.reqs <- req:
+	case s.writerFor(in) <- req:
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	case <-s.stop:
@@ -182,20 +210,20 @@ func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
 	return resp.res, nil
 }
 
-func (s *Service) writer(ctx context.Context) {
+func (s *Service) writer(ctx context.Context, reqs <-chan request) {
 	batch := make([]request, 0, s.cfg.MaxBatch)
 	for {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-s.reqs:
+		case r := <-reqs:
 			batch = append(batch, r)
 		}
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
 			select {
-			case r := <-s.reqs:
+			case r := <-reqs:
 				batch = append(batch, r)
 			default:
 				break fill

@@ -30,6 +30,7 @@ func TestConfigValidate(t *testing.T) {
 		{"ack wait too short", func(c *Config) { c.AckWait = time.Millisecond }, "AckWait"},
 		{"no subscribers", func(c *Config) { c.Subscribers = -1 }, "Subscribers"},
 		{"max deliver below one", func(c *Config) { c.MaxDeliver = -2 }, "MaxDeliver"},
+		{"ack pending below subscribers", func(c *Config) { c.MaxAckPending = c.Subscribers - 1 }, "MaxAckPending"},
 		{"retries outlast ack wait", func(c *Config) { c.Retry.MaxRetries, c.Retry.MaxInterval = 20, 2*time.Second }, "Retry budget"},
 		{"retry intervals decreasing", func(c *Config) { c.Retry.MaxInterval = c.Retry.InitialInterval / 2 }, "Retry intervals"},
 		{"redelivery not positive", func(c *Config) { c.Redelivery.InitialInterval = -time.Second }, "Redelivery"},
@@ -56,7 +57,8 @@ func TestConfigValidate(t *testing.T) {
 func TestSetDefaults(t *testing.T) {
 	c := Config{DataDir: "d", URL: "", Replicas: 3, Retry: Retry{MaxRetries: -1}}
 	c.setDefaults()
-	if c.AckWait != DefaultAckWait || c.Subscribers != DefaultSubscribers || c.MaxDeliver != DefaultMaxDeliver || c.MaxAge != DefaultMaxAge {
+	if c.AckWait != DefaultAckWait || c.Subscribers != DefaultSubscribers || c.MaxDeliver != DefaultMaxDeliver || c.MaxAge != DefaultMaxAge ||
+		c.MaxAckPending != DefaultMaxAckPending {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	if c.Replicas != 1 {
@@ -357,4 +359,8 @@ func TestCloseWaitsForHandlerAck(t *testing.T) {
 		ci, err := b.js.ConsumerInfo("INBOUND", durableName("slow", TopicInbound))
 		return err == nil && ci.NumAckPending == 0 && ci.AckFloor.Stream == 1
 	})
+	// The group's backlog waits on the server beyond the configured bound.
+	if ci, err := b.js.ConsumerInfo("INBOUND", durableName("slow", TopicInbound)); err != nil || ci.Config.MaxAckPending != b.cfg.MaxAckPending {
+		t.Fatalf("consumer MaxAckPending = %v (%v), want %d", ci.Config.MaxAckPending, err, b.cfg.MaxAckPending)
+	}
 }

@@ -13,8 +13,11 @@ import (
 const (
 	DefaultAckWait     = 30 * time.Second
 	DefaultSubscribers = 64
-	DefaultMaxDeliver  = 10
-	DefaultMaxAge      = 7 * 24 * time.Hour
+	// DefaultMaxAckPending bounds a consumer group's unacked messages
+	// across all nodes (JetStream's own default is 1,000).
+	DefaultMaxAckPending = 256
+	DefaultMaxDeliver    = 10
+	DefaultMaxAge        = 7 * 24 * time.Hour
 	// DedupWindow is how long JetStream remembers a message UUID: a message
 	// republished with the same UUID within it is stored once.
 	DedupWindow = 2 * time.Minute
@@ -44,6 +47,14 @@ type Config struct {
 	// (watermill-nats queue subscriptions per subscriber). Ingest relies on
 	// it to gather messages into one commit.
 	Subscribers int
+	// MaxAckPending is how many messages a consumer group (every node's
+	// subscribers together) may hold unacked; JetStream sends no more until
+	// some are acked. It keeps an overloaded handler's backlog on the
+	// server, where nothing waits against AckWait, instead of in the
+	// nodes' buffers: with 1,000 pending inbound batches of up to 64
+	// envelopes, a slow store made messages outlive AckWait, come again
+	// while the first copy was still being stored, and collide.
+	MaxAckPending int
 	// MaxDeliver is how many times a message is delivered to a handler
 	// that keeps failing (transient errors, panics, ack timeouts) before it
 	// goes to the poison topic.
@@ -91,6 +102,9 @@ func (c *Config) setDefaults() {
 	if c.Subscribers == 0 {
 		c.Subscribers = DefaultSubscribers
 	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = DefaultMaxDeliver
 	}
@@ -134,6 +148,9 @@ func (c Config) Validate() error {
 	}
 	if c.Subscribers < 1 {
 		bad("Subscribers %d is below 1", c.Subscribers)
+	}
+	if c.MaxAckPending < c.Subscribers {
+		bad("MaxAckPending %d is below Subscribers %d", c.MaxAckPending, c.Subscribers)
 	}
 	if c.MaxDeliver < 1 {
 		bad("MaxDeliver %d is below 1", c.MaxDeliver)

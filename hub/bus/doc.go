@@ -57,7 +57,7 @@
 // connection and Config.Subscribers queue subscriptions bound to the
 // consumer: that many messages are in flight at once per handler and node
 // (ingest gathers them into one commit; across nodes JetStream's
-// MaxAckPending, 1000 by default, bounds the group), and order is not
+// Config.MaxAckPending, 256 by default, bounds the group), and order is not
 // kept. A group that is new starts from the oldest message the stream
 // keeps (up to MaxAge of history); consumers of retired groups stay on the
 // server until removed (`nats consumer rm`).

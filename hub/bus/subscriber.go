@@ -130,6 +130,7 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (consumer
 		DeliverPolicy:  nats.DeliverAllPolicy,
 		AckPolicy:      nats.AckExplicitPolicy,
 		AckWait:        s.b.cfg.AckWait,
+		MaxAckPending:  s.b.cfg.MaxAckPending,
 		// Unlimited: the router gives up after Config.MaxDeliver and
 		// sends the message to the poison topic. A JetStream limit
 		// would instead stop delivering it silently.
@@ -159,7 +160,7 @@ func sameConsumer(have, want nats.ConsumerConfig) bool {
 	return have.Durable == want.Durable && have.Description == want.Description &&
 		have.DeliverSubject == want.DeliverSubject && have.DeliverGroup == want.DeliverGroup &&
 		have.DeliverPolicy == want.DeliverPolicy && have.AckPolicy == want.AckPolicy &&
-		have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver &&
+		have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
 		have.FilterSubject == want.FilterSubject && have.ReplayPolicy == want.ReplayPolicy
 }
 

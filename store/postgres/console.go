@@ -235,6 +235,19 @@ func (t *tx) SetRead(ctx context.Context, agent conv.AgentID, conversation conv.
 }
 
 // summarySelect is a conversation with what the console shows beside it.
+// The last message is a LATERAL lookup, fenced (OFFSET 0) so the planner
+// cannot fold it back into a join, so that it is always one probe of
+// (tenant_id, conversation_id, seq): as a plain LEFT JOIN, a generic plan
+// made while the tables were empty joined on (tenant_id, conversation_id)
+// only and filtered seq afterwards — or on tenant_id alone — reading a
+// conversation's (or the tenant's) every message per summary, which under
+// load starved the ingest writers of the same database. For the same
+// reason the summaries are planned per execution (QueryExecModeExec: no
+// cached generic plan): a generic plan made while messages was nearly
+// empty saw the primary key (tenant_id, id) as good as any index and kept
+// probing it by tenant_id alone, for the last message and the unread count
+// alike, after the table had grown. A custom plan sees the table's current
+// size.
 // $1 is the reader, $2 the tenant. The newest message is found by
 // last_seq; its columns are coalesced so a conversation without messages
 // scans (id 0 then means none). The unread count reads messages_inbound
@@ -256,7 +269,8 @@ const summarySelect = `SELECT c.id, c.channel_id, c.contact_id, c.status, COALES
 	JOIN contacts ct ON ct.tenant_id = c.tenant_id AND ct.id = c.contact_id
 	CROSS JOIN LATERAL (SELECT COALESCE(max(read_seq), 0) AS read_seq FROM conversation_reads
 		WHERE tenant_id = c.tenant_id AND agent_id = $1 AND conversation_id = c.id) r
-	LEFT JOIN messages lm ON lm.tenant_id = c.tenant_id AND lm.conversation_id = c.id AND lm.seq = c.last_seq
+	LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
+		AND m.seq = c.last_seq OFFSET 0) lm ON true
 	WHERE c.tenant_id = $2`
 
 // listSQL builds ListConversations' query for q.
@@ -330,7 +344,7 @@ func (t *tx) ListConversations(ctx context.Context, q storage.ConversationQuery)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	rows, err := t.pg.Query(ctx, query, args...)
+	rows, err := t.pg.Query(ctx, query, append([]any{pgx.QueryExecModeExec}, args...)...)
 	if err != nil {
 		return nil, fail(op, err)
 	}
@@ -342,7 +356,8 @@ func (t *tx) ListConversations(ctx context.Context, q storage.ConversationQuery)
 }
 
 func (t *tx) ConversationSummary(ctx context.Context, reader conv.AgentID, id conv.ConversationID) (storage.ConversationSummary, error) {
-	s, err := t.scanSummary(t.pg.QueryRow(ctx, summarySelect+` AND c.id = $3`, int64(reader), int64(t.tenant), int64(id)))
+	s, err := t.scanSummary(t.pg.QueryRow(ctx, summarySelect+` AND c.id = $3`, pgx.QueryExecModeExec,
+		int64(reader), int64(t.tenant), int64(id)))
 	if err != nil {
 		return storage.ConversationSummary{}, fail("postgres.ConversationSummary "+id.String(), err)
 	}
