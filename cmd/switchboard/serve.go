@@ -271,6 +271,12 @@ func (n *node) serveWorkers(ctx context.Context) error {
 	g.Go(func() error { return n.dispatch.Run(gctx, 15*time.Second) })
 	g.Go(func() error { return n.wechat.Run(gctx) })
 	g.Go(func() error { return n.email.Run(gctx) })
+	if k, ok := n.store.(interface {
+		KeepStats(context.Context, time.Duration) error
+	}); ok {
+		// Postgres: planner statistics for tables too young for autovacuum.
+		g.Go(func() error { return k.KeepStats(gctx, time.Second) })
+	}
 	g.Go(func() error {
 		return n.outbound.RunSweeper(gctx, n.state, "node-"+strconv.Itoa(n.cfg.NodeID)+"-"+strconv.Itoa(os.Getpid()), 5*time.Second)
 	})
