@@ -56,8 +56,10 @@
 // attachments in media, publish the envelope, and only then save the
 // position (channel state "imap_position", JSON of Position) in the same
 // transaction as the status. A crash in between replays the mail; its
-// external id, "sha256:" and the hash of the raw bytes, makes the replay
-// (and the re-scan after a UIDVALIDITY change) a duplicate that core drops.
+// external id, "sha256:" and the hash of the raw bytes, finds the stored
+// message and the replay (or the re-scan after a UIDVALIDITY change) is
+// passed over before it is parsed or written to media; one still in flight
+// on the bus is a duplicate that core drops.
 // Media written for a replayed mail is not reused (an orphan file, never a
 // lost mail).
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/switchboard-hq/switchboard/connectors/email/imapwatch"
 	"github.com/switchboard-hq/switchboard/connectors/email/mail"
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/internal/media"
 )
 
@@ -53,6 +54,23 @@ type received struct {
 	unreadable bool
 }
 
+// storedBefore reports whether the channel holds a message with extID.
+func (c *Connector) storedBefore(ctx context.Context, ch *channel, extID string) (bool, error) {
+	err := c.cfg.Store.Read(ctx, ch.TenantID, func(tx storage.Tx) error {
+		_, err := tx.MessageByExternalID(ctx, ch.ID, extID)
+		return err
+	})
+	switch {
+	case err == nil:
+		c.log.Debug("email: mail stored before; passed over", "channel", ch.ID, "external_id", extID)
+		return true, nil
+	case errors.Is(err, conv.ErrNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("dedup %s: %w", extID, err)
+	}
+}
+
 // receive turns one mail into what to publish. Its only error is one of
 // the media store (the mail's bytes must be kept before it is announced):
 // a mail that cannot be parsed, is too large or too complex still makes an
@@ -70,16 +88,26 @@ func (c *Connector) receive(ctx context.Context, ch *channel, m imapwatch.Mail) 
 	if m.TooLarge {
 		// Not downloaded, so no hash: the mailbox position is the key.
 		extID = fmt.Sprintf("uid:%d:%d", m.UIDValidity, m.UID)
+	} else {
+		// The content, not the mailbox position, so that the same mail
+		// seen again after a crash or under a new UIDVALIDITY is one.
+		sum := sha256.Sum256(m.Raw)
+		extID = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	// A mail stored before (a replay after a crash, a re-scan after a
+	// UIDVALIDITY change) is passed over before anything is parsed or
+	// written to media; one in flight on the bus is still deduplicated by
+	// core.
+	if seen, err := c.storedBefore(ctx, ch, extID); err != nil || seen {
+		return r, err
+	}
+	if m.TooLarge {
 		problem = fmt.Sprintf("it is %s, over the channel's limit of %s, so it was not downloaded; it is still in the mailbox",
 			media.HumanBytes(m.Size), media.HumanBytes(ch.cfg.MaxSize))
 		if m.Header != nil {
 			msg, _ = mail.ParseHeader(bytes.NewReader(m.Header), limits, own)
 		}
 	} else {
-		// The content, not the mailbox position, so that the same mail
-		// seen again after a crash or under a new UIDVALIDITY is one.
-		sum := sha256.Sum256(m.Raw)
-		extID = "sha256:" + hex.EncodeToString(sum[:])
 		var err error
 		if msg, err = mail.Parse(bytes.NewReader(m.Raw), limits, own); err != nil {
 			problem = parseProblem(err)
