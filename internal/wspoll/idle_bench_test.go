@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 // BenchmarkIdleConns measures what an idle connection costs the server:
@@ -154,16 +155,17 @@ func benchIdle(b *testing.B, n int, start idleServer) {
 	if got := live(); got != n {
 		b.Fatalf("%d conns open, want %d", got, n)
 	}
-	// net/http's per-connection goroutines end after the handlers return.
-	deadline, last, steady := time.Now().Add(30*time.Second), -1, 0
-	for steady < 10 && time.Now().Before(deadline) {
+	// net/http's per-connection goroutines end after the handlers return:
+	// measure once the count has held still for 20 polls in a row.
+	last, steady := -1, 0
+	testenv.WaitFor(b, 30*time.Second, "the goroutine count to settle", func() bool {
 		if g := runtime.NumGoroutine(); g == last {
 			steady++
 		} else {
 			last, steady = g, 0
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return steady >= 20
+	})
 	after := snapshot(b)
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
 	b.ReportMetric(per(after.heap, before.heap), "heapB/conn")

@@ -507,15 +507,14 @@ func TestHTTPFailures(t *testing.T) {
 	t.Run("cancellation is not retryable", func(t *testing.T) {
 		e.fake.Hang(PathSend, 1)
 		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
 		target := e.fake.Calls(PathSend) + 1
-		go func() {
-			defer cancel()
-			deadline := time.Now().Add(5 * time.Second)
-			for e.fake.Calls(PathSend) < target && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond) // polling for the request to arrive
-			}
-		}()
-		err := c.SendText(ctx, user1, "x")
+		errc := make(chan error, 1)
+		go func() { errc <- c.SendText(ctx, user1, "x") }()
+		// Cancel once the request hangs at the server.
+		e.fake.WaitCalls(t, PathSend, target, 5*time.Second)
+		cancel()
+		err := <-errc
 		if !errors.Is(err, context.Canceled) || Retryable(err) {
 			t.Fatalf("err = %v, want canceled, not retryable", err)
 		}
