@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +13,8 @@ import (
 	"github.com/switchboard-hq/switchboard/api"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
-	"github.com/switchboard-hq/switchboard/core/secret"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"github.com/switchboard-hq/switchboard/store/memory"
-	"github.com/switchboard-hq/switchboard/store/sqlite"
 )
 
 type server struct {
@@ -29,17 +27,7 @@ type server struct {
 func newServer(t *testing.T) server {
 	t.Helper()
 	ctx := context.Background()
-	t.Setenv(secret.EnvVar, "")
-	keys, _, err := secret.Load(filepath.Join(t.TempDir(), "master.key"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, _ := conv.NewIDGen(1)
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "sb.db"), Sealer: keys, IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, ids := testenv.SQLiteStore(t)
 	now := time.Now()
 	svc, err := auth.New(auth.Config{Store: st, Limiter: memory.NewLimiter(memory.Config{}), IDs: ids, PerAccount: 5, TTL: time.Hour,
 		Now: func() time.Time { return now }})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,10 +14,9 @@ import (
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/outbound"
-	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"github.com/switchboard-hq/switchboard/store/memory"
-	"github.com/switchboard-hq/switchboard/store/sqlite"
 )
 
 // recordReplies keeps the replies postMessage hands to core.
@@ -49,17 +47,7 @@ func (r *recordReplies) take() []outbound.Reply {
 // passes core exactly the checked part, then the text.
 func TestPostEmailReply(t *testing.T) {
 	ctx := context.Background()
-	t.Setenv(secret.EnvVar, "")
-	keys, _, err := secret.Load(filepath.Join(t.TempDir(), "master.key"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, _ := conv.NewIDGen(1)
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "sb.db"), Sealer: keys, IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, ids := testenv.SQLiteStore(t)
 	svc, err := auth.New(auth.Config{Store: st, Limiter: memory.NewLimiter(memory.Config{}), IDs: ids})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +21,6 @@ import (
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/ingest"
 	"github.com/switchboard-hq/switchboard/core/outbound"
-	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/hub"
 	"github.com/switchboard-hq/switchboard/internal/media"
@@ -141,17 +139,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	t.Setenv(secret.EnvVar, "")
-	keys, _, err := secret.Load(filepath.Join(t.TempDir(), "master.key"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, _ := conv.NewIDGen(1)
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "sb.db"), Sealer: keys, IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, ids := testenv.SQLiteStore(t)
 	ms, err := media.Open(t.TempDir(), bytes.Repeat([]byte{7}, 32), time.Hour)
 	if err != nil {
 		t.Fatal(err)

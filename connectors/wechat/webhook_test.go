@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,9 +18,9 @@ import (
 	"github.com/switchboard-hq/switchboard/connectors/wechat"
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wechattest"
 	"github.com/switchboard-hq/switchboard/core/conv"
-	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/hub"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"github.com/switchboard-hq/switchboard/store/sqlite"
 )
 
@@ -73,17 +72,7 @@ type hookEnv struct {
 func newHookEnv(t *testing.T, kind conv.ChannelKind, config string, secrets map[string]string, opts ...func(*wechat.Config)) *hookEnv {
 	t.Helper()
 	ctx := context.Background()
-	t.Setenv(secret.EnvVar, "")
-	keys, _, err := secret.Load(filepath.Join(t.TempDir(), "master.key"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, _ := conv.NewIDGen(1)
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "sb.db"), Sealer: keys, IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, ids := testenv.SQLiteStore(t)
 	tenant := conv.NewID[conv.TenantID](ids)
 	if err := st.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "acme", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)

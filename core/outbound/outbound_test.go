@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/outbound"
-	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
-	"github.com/switchboard-hq/switchboard/store/sqlite"
+	"github.com/switchboard-hq/switchboard/internal/testenv"
 )
 
 type nopBus struct{}
@@ -22,17 +20,7 @@ func (nopBus) PublishEvents(context.Context, []conv.Event) error    { return nil
 
 func TestReplyQuotaPerCustomerMessage(t *testing.T) {
 	ctx := context.Background()
-	t.Setenv(secret.EnvVar, "")
-	keys, _, err := secret.Load(filepath.Join(t.TempDir(), "master.key"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, _ := conv.NewIDGen(1)
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "sb.db"), Sealer: keys, IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, ids := testenv.SQLiteStore(t)
 	tenant := conv.NewID[conv.TenantID](ids)
 	if err := st.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "t", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
