@@ -241,20 +241,8 @@ func (t *tx) SetRead(ctx context.Context, agent conv.AgentID, conversation conv.
 // made while the tables were empty joined on (tenant_id, conversation_id)
 // only and filtered seq afterwards — or on tenant_id alone — reading a
 // conversation's (or the tenant's) every message per summary, which under
-// load starved the ingest writers of the same database. For the same
-// reason the summaries are planned per execution (QueryExecModeExec: no
-// cached generic plan): a generic plan made while messages was nearly
-// empty saw the primary key (tenant_id, id) as good as any index and kept
-// probing it by tenant_id alone, for the last message and the unread count
-// alike, after the table had grown. A custom plan sees the table's current
-// size.
-// $1 is the reader, $2 the tenant. The newest message is found by
-// last_seq; its columns are coalesced so a conversation without messages
-// scans (id 0 then means none). The unread count reads messages_inbound
-// only, starting at the read position: the aggregate makes that position a
-// plain non-null column, because Row-Level Security keeps Postgres from
-// using a COALESCE as an index condition (it would then walk every inbound
-// message of the conversation).
+// load starved the ingest writers of the same database. Replacing such
+// plans once the tables have statistics is KeepStats's job (stats.go).
 const summarySelect = `SELECT c.id, c.channel_id, c.contact_id, c.status, COALESCE(c.assignee_id, 0),
 	COALESCE(c.group_id, 0), c.priority, c.scene, c.reply_deadline, c.last_seq, c.created_at, c.updated_at, c.resolved_at,
 	ch.kind, ch.name, ct.name, r.read_seq,
@@ -344,7 +332,7 @@ func (t *tx) ListConversations(ctx context.Context, q storage.ConversationQuery)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	rows, err := t.pg.Query(ctx, query, append([]any{pgx.QueryExecModeExec}, args...)...)
+	rows, err := t.pg.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fail(op, err)
 	}
@@ -356,8 +344,7 @@ func (t *tx) ListConversations(ctx context.Context, q storage.ConversationQuery)
 }
 
 func (t *tx) ConversationSummary(ctx context.Context, reader conv.AgentID, id conv.ConversationID) (storage.ConversationSummary, error) {
-	s, err := t.scanSummary(t.pg.QueryRow(ctx, summarySelect+` AND c.id = $3`, pgx.QueryExecModeExec,
-		int64(reader), int64(t.tenant), int64(id)))
+	s, err := t.scanSummary(t.pg.QueryRow(ctx, summarySelect+` AND c.id = $3`, int64(reader), int64(t.tenant), int64(id)))
 	if err != nil {
 		return storage.ConversationSummary{}, fail("postgres.ConversationSummary "+id.String(), err)
 	}
