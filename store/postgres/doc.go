@@ -34,13 +34,15 @@
 // CONFLICT DO NOTHING and read the winner's row.
 //
 // Ingest: Tx.IngestBatch (storage.BatchIngester) stores a batch of inbound
-// envelopes with one call per envelope of the SQL function ingest_envelope
-// (0003_ingest.sql), all pipelined in one round trip. The function is
-// SECURITY INVOKER, so RLS applies inside it as everywhere else; it takes
-// the next seq in an upsert on conversations_one_open, whose row lock
-// serializes appends like AppendMessage's UPDATE. Batches are applied in
-// storage.IngestOrder so that concurrent writers lock shared rows in one
-// order.
+// envelopes set-wise, a statement per step for the whole batch (lookup,
+// new contacts, one upsert on conversations_one_open per conversation,
+// one insert of the messages) in three round trips when every sender is
+// known. The upsert takes the group's next seqs under the conversation's
+// row lock, which serializes appends like AppendMessage's UPDATE. Rows are
+// locked in storage.IngestOrder so that concurrent writers lock shared rows
+// in one order. (The SQL function ingest_envelope of 0003_ingest.sql, one
+// call per envelope, is what nodes of the previous release call; a later
+// migration drops it.)
 //
 // Errors: unique violations are conv.ErrConflict, missing rows and foreign
 // keys naming nothing of the tenant's are conv.ErrNotFound, connection

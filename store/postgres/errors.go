@@ -40,7 +40,7 @@ func kindOf(err error) error {
 			return conv.ErrConflict
 		case pgErr.Code == "23503": // foreign_key_violation: what it names does not exist for this tenant
 			return conv.ErrNotFound
-		case pgErr.Code == "P0002": // no_data_found: raised by ingest_envelope for an unknown channel
+		case pgErr.Code == "P0002": // no_data_found: raised by plpgsql's STRICT (ingest_envelope of the previous release)
 			return conv.ErrNotFound
 		case retryable(err):
 			return conv.ErrUnavailable

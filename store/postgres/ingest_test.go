@@ -64,8 +64,14 @@ func (f *ingestFixture) ingest(t *testing.T, items ...storage.IngestItem) []stor
 
 // race runs first in a transaction that stays open until an IngestBatch
 // of second, in another transaction, is waiting for one of its locks;
-// then it commits first and returns second's outcome.
-func (f *ingestFixture) race(t *testing.T, first func(ctx context.Context, tx storage.Tx) error, second storage.IngestItem) storage.IngestOutcome {
+// then it commits first and returns second's first outcome.
+func (f *ingestFixture) race(t *testing.T, first func(ctx context.Context, tx storage.Tx) error, second ...storage.IngestItem) storage.IngestOutcome {
+	t.Helper()
+	return f.raceBatch(t, first, second...)[0]
+}
+
+// raceBatch is race returning every outcome of second.
+func (f *ingestFixture) raceBatch(t *testing.T, first func(ctx context.Context, tx storage.Tx) error, second ...storage.IngestItem) []storage.IngestOutcome {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -99,7 +105,7 @@ func (f *ingestFixture) race(t *testing.T, first func(ctx context.Context, tx st
 		var r result
 		r.err = f.s.Tx(ctx, f.tenant, func(tx storage.Tx) error {
 			var err error
-			r.out, err = storage.Ingest(ctx, tx, []storage.IngestItem{second})
+			r.out, err = storage.Ingest(ctx, tx, second)
 			return err
 		})
 		secondDone <- r
@@ -131,10 +137,10 @@ func (f *ingestFixture) race(t *testing.T, first func(ctx context.Context, tx st
 	if r.err != nil {
 		t.Fatalf("second transaction: %v", r.err)
 	}
-	return r.out[0]
+	return r.out
 }
 
-// TestIngestBatchRaces: what ingest_envelope does when another transaction
+// TestIngestBatchRaces: what IngestBatch does when another transaction
 // holds what it needs. Each case lets the other transaction commit while
 // IngestBatch waits, then checks it settled on the other's rows.
 func TestIngestBatchRaces(t *testing.T) {
@@ -159,6 +165,31 @@ func TestIngestBatchRaces(t *testing.T) {
 		// The contact created and dropped by the loser leaves nothing.
 		if n := superCount(t, f.s, "contacts", f.tenant); n != 1 {
 			t.Fatalf("%d contacts for one identity", n)
+		}
+	})
+
+	t.Run("one of several new contacts created meanwhile", func(t *testing.T) {
+		f := newIngestFixture(t)
+		var theirs storage.IngestOutcome
+		got := f.raceBatch(t, func(ctx context.Context, tx storage.Tx) error {
+			out, err := storage.Ingest(ctx, tx, []storage.IngestItem{f.item("r1", "racer")})
+			if err == nil {
+				theirs = out[0]
+			}
+			return err
+		}, f.item("n1", "newcomer"), f.item("r2", "racer"), f.item("n2", "newcomer"))
+		newcomer, racer, again := got[0], got[1], got[2]
+		if racer.Opened || racer.Message.Seq != 2 || racer.Conversation.ID != theirs.Conversation.ID ||
+			racer.Message.Sender.ID != theirs.Conversation.ContactID.String() {
+			t.Fatalf("racer's outcome %+v, want seq 2 in %+v", racer, theirs.Conversation)
+		}
+		if !newcomer.Opened || newcomer.Message.Seq != 1 || again.Opened || again.Message.Seq != 2 ||
+			again.Conversation.ID != newcomer.Conversation.ID || newcomer.Conversation.ContactID == theirs.Conversation.ContactID {
+			t.Fatalf("newcomer's outcomes %+v and %+v, want seq 1 and 2 of a conversation of their own", newcomer, again)
+		}
+		// The loser's contact for racer is dropped, the newcomer's kept.
+		if n := superCount(t, f.s, "contacts", f.tenant); n != 2 {
+			t.Fatalf("%d contacts for two identities", n)
 		}
 	})
 
@@ -213,12 +244,14 @@ func TestIngestBatchRaces(t *testing.T) {
 	})
 }
 
-// TestIngestBatchIsInvoker: ingest_envelope runs with the caller's rights,
-// so Row-Level Security confines it like any statement of the runtime
-// role. Called in tenant B's transaction with tenant A's id and channel, it
-// finds no channel and writes nothing (a SECURITY DEFINER function owned by
-// the superuser that migrates would see and write A's rows).
-func TestIngestBatchIsInvoker(t *testing.T) {
+// TestIngestBatchUnderRLS: IngestBatch's statements run under Row-Level
+// Security like every statement of the runtime role. Given tenant A's
+// channel in tenant B's transaction, it finds no channel and writes
+// nothing. So does ingest_envelope, kept for nodes of the previous
+// release, which runs with the caller's rights (a SECURITY DEFINER
+// function owned by the superuser that migrates would see and write A's
+// rows).
+func TestIngestBatchUnderRLS(t *testing.T) {
 	testenv.Require(t, "SWITCHBOARD_TEST_POSTGRES")
 	t.Parallel()
 	f := newIngestFixture(t)
@@ -226,12 +259,22 @@ func TestIngestBatchIsInvoker(t *testing.T) {
 	if err := f.s.CreateTenant(t.Context(), conv.Tenant{ID: other, Name: "globex"}); err != nil {
 		t.Fatal(err)
 	}
+	stray := f.item("x", "v")
+	stray.In.TenantID = other
+	err := f.s.Tx(t.Context(), other, func(tx storage.Tx) error {
+		_, err := storage.Ingest(t.Context(), tx, []storage.IngestItem{stray})
+		return err
+	})
+	if !errors.Is(err, conv.ErrNotFound) {
+		t.Fatalf("IngestBatch naming another tenant's channel = %v, want not found", err)
+	}
+
 	var definer bool
 	if err := f.s.pool.QueryRow(t.Context(), `SELECT prosecdef FROM pg_proc WHERE proname = 'ingest_envelope'`).
 		Scan(&definer); err != nil || definer {
 		t.Fatalf("ingest_envelope SECURITY DEFINER = %v (%v), want an invoker's function", definer, err)
 	}
-	err := f.s.Tx(t.Context(), other, func(stx storage.Tx) error {
+	err = f.s.Tx(t.Context(), other, func(stx storage.Tx) error {
 		_, err := stx.(*tx).pg.Exec(t.Context(), `SELECT * FROM ingest_envelope($1, $2, 'x', 'visitor', 'v', 'n', 1, 2, 3, '', false,
 			'[]'::jsonb, now(), NULL)`, int64(f.tenant), int64(f.ch))
 		return fail("ingest_envelope", err)
@@ -242,7 +285,7 @@ func TestIngestBatchIsInvoker(t *testing.T) {
 	for _, table := range []string{"contacts", "conversations", "messages"} {
 		for _, tenant := range []conv.TenantID{f.tenant, other} {
 			if n := superCount(t, f.s, table, tenant); n != 0 {
-				t.Fatalf("%d %s of tenant %s after a refused call", n, table, tenant)
+				t.Fatalf("%d %s of tenant %s after refused calls", n, table, tenant)
 			}
 		}
 	}
