@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -68,7 +67,7 @@ type Publisher struct {
 func NewPublisher(pub message.Publisher) *Publisher { return &Publisher{pub: pub} }
 
 func (p *Publisher) encode(ctx context.Context, uuid string, tenant conv.TenantID, typ string, v any) (*message.Message, error) {
-	b, err := json.Marshal(v)
+	b, err := Encode(v)
 	if err != nil {
 		return nil, fmt.Errorf("hub: encode %s: %w", typ, err)
 	}
@@ -122,7 +121,7 @@ func (p *Publisher) PublishEvents(ctx context.Context, events []conv.Event) erro
 			return nil
 		}
 		// The batch is assembled from the encoded events rather than
-		// marshalled again: json.Marshal would re-validate and compact
+		// marshalled again: a marshal would re-validate and compact
 		// every event it was just given.
 		size := len(`{"events":[]}`) + len(raws) - 1
 		for _, r := range raws {
@@ -158,7 +157,7 @@ func (p *Publisher) PublishEvents(ctx context.Context, events []conv.Event) erro
 			size  int
 		)
 		for _, e := range byTenant[t] {
-			b, err := json.Marshal(e)
+			b, err := Encode(e)
 			if err != nil {
 				return fmt.Errorf("hub: encode event %s: %w", e.Key(), err)
 			}
@@ -197,6 +196,16 @@ func EventsOf(m *message.Message, types ...conv.EventType) bool {
 		}
 	}
 	return false
+}
+
+// TenantOf is the tenant a message names in its metadata; a message
+// without a valid one is permanently invalid.
+func TenantOf(m *message.Message) (conv.TenantID, error) {
+	t, err := conv.ParseID[conv.TenantID](m.Metadata.Get(MetaTenant))
+	if err != nil || t.IsZero() {
+		return 0, fmt.Errorf("hub: %w: message %s names no valid tenant (%q)", conv.ErrInvalid, m.UUID, m.Metadata.Get(MetaTenant))
+	}
+	return t, nil
 }
 
 // DecodeEvents decodes a message of the events topic. Every event must
@@ -253,7 +262,16 @@ func Decode(m *message.Message, v any) error {
 	return nil
 }
 
-// decodeOptions: bus payloads are written by encoding/json (Publisher), and
+// Encode renders a bus payload exactly as encoding/json would (v1
+// semantics: the bytes every consumer, older nodes included, expects), with
+// the v2 encoder, which takes two thirds of encoding/json's time: it does
+// not re-validate and compact what time.Time's MarshalJSON writes, as
+// encoding/json does for every timestamp of every event.
+func Encode(v any) ([]byte, error) { return jsonv2.Marshal(v, encodeOptions) }
+
+var encodeOptions = jsonv1.DefaultOptionsV1()
+
+// decodeOptions: bus payloads are written with v1 semantics (Encode), and
 // every consumer group decodes every message, so decoding is the bus's
 // largest CPU cost; the v2 decoder takes half the time of encoding/json's.
 // Its one incompatibility with what encoding/json writes is time.Duration

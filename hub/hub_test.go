@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -173,6 +174,10 @@ func TestDecodeRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Encode writes what encoding/json writes, byte for byte.
+			if e, err := Encode(tc.v); err != nil || !bytes.Equal(e, b) {
+				t.Fatalf("Encode = %s, %v\nencoding/json: %s", e, err, b)
+			}
 			got := tc.into()
 			if err := Decode(message.NewMessage("x", b), got); err != nil {
 				t.Fatalf("Decode: %v", err)
@@ -181,5 +186,19 @@ func TestDecodeRoundTrip(t *testing.T) {
 				t.Errorf("round trip changed the value:\n got %+v\nwant %+v", reflect.ValueOf(got).Elem().Interface(), tc.v)
 			}
 		})
+	}
+}
+
+func TestTenantOf(t *testing.T) {
+	m := message.NewMessage("m", nil)
+	m.Metadata.Set(MetaTenant, "42")
+	if got, err := TenantOf(m); err != nil || got != 42 {
+		t.Fatalf("TenantOf(42) = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "-", "4x", "99999999999999999999"} {
+		m.Metadata.Set(MetaTenant, bad)
+		if _, err := TenantOf(m); !errors.Is(err, conv.ErrInvalid) {
+			t.Errorf("TenantOf(%q) = %v, want invalid", bad, err)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -96,7 +95,7 @@ func (p *Publisher) PublishInbound(ctx context.Context, in conv.Inbound) error {
 	if err := in.Validate(); err != nil {
 		return fmt.Errorf("hub.PublishInbound %s/%s: %w", in.ChannelID, in.ExternalID, err)
 	}
-	raw, err := json.Marshal(in)
+	raw, err := Encode(in)
 	if err != nil {
 		return fmt.Errorf("hub: encode inbound: %w", err)
 	}
@@ -179,7 +178,7 @@ func (p *Publisher) runGroup(g *grouper) {
 // and without validating it first: for envelopes already on the bus that
 // must be handled (or poisoned) separately from the batch they came in.
 func (p *Publisher) PublishAlone(ctx context.Context, in conv.Inbound) error {
-	raw, err := json.Marshal(in)
+	raw, err := Encode(in)
 	if err != nil {
 		return fmt.Errorf("hub: encode inbound: %w", err)
 	}

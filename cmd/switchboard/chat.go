@@ -24,6 +24,7 @@ import (
 	"github.com/switchboard-hq/switchboard/connectors/wechat/wxapi"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/dispatch"
 	"github.com/switchboard-hq/switchboard/core/live"
 	"github.com/switchboard-hq/switchboard/core/secret"
 	"github.com/switchboard-hq/switchboard/core/storage"
@@ -93,6 +94,24 @@ func eventsHandler(handle func(context.Context, []conv.Event) error, types ...co
 			return err
 		}
 		return handle(hub.Context(m), evs)
+	}
+}
+
+// drainHandler drains the dispatch queue of the tenant of every events
+// message holding one of dispatch.Triggers. That is all dispatch needs of
+// an event (dispatch.Handle), so the message is not decoded: decoding
+// every event batch once per consumer group is the bus's largest CPU cost.
+func drainHandler(d *dispatch.Dispatcher) message.NoPublishHandlerFunc {
+	return func(m *message.Message) error {
+		if !hub.EventsOf(m, dispatch.Triggers...) {
+			return nil
+		}
+		t, err := hub.TenantOf(m)
+		if err != nil {
+			return err
+		}
+		_, err = d.Drain(hub.Context(m), t)
+		return err
 	}
 }
 

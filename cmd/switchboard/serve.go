@@ -238,7 +238,7 @@ func (n *node) addHandlers() error {
 		{"ingest", hub.TopicInbound, "core-ingest", hub.InboundHandler(n.ingest, n.pub)},
 		{"delivery", hub.TopicDelivery, "core-delivery", hub.DeliveryHandler(n.outbound)},
 		{"inbox", hub.TopicEvents, "core-inbox", eventsHandler(n.inbox.Handle)},
-		{"dispatch", hub.TopicEvents, "core-dispatch", eventsHandler(n.dispatch.Handle, dispatch.Triggers...)},
+		{"dispatch", hub.TopicEvents, "core-dispatch", drainHandler(n.dispatch)},
 		{"webchat", hub.OutboundTopic(conv.KindWebchat), "connector-webchat", outboundHandler(n.webchat.Outbound)},
 		{"wechat_oa", hub.OutboundTopic(conv.KindWeChatOA), "connector-wechat-oa", outboundHandler(n.wechat.Outbound)},
 		{"wechat_mp", hub.OutboundTopic(conv.KindWeChatMP), "connector-wechat-mp", outboundHandler(n.wechat.Outbound)},
