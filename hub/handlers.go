@@ -16,6 +16,12 @@ type Ingester interface {
 	Accept(ctx context.Context, in conv.Inbound) (ingest.Result, error)
 }
 
+// BatchAccepter is an Ingester that takes a batch's envelopes in one call
+// (core/ingest's Service), returning each one's error in order.
+type BatchAccepter interface {
+	AcceptAll(ctx context.Context, envs []conv.Inbound) []error
+}
+
 // DeliveryApplier is the part of core/outbound the delivery handler drives.
 type DeliveryApplier interface {
 	ApplyDelivery(ctx context.Context, d conv.Delivery) error
@@ -39,12 +45,17 @@ func InboundHandler(in Ingester, pub *Publisher) message.NoPublishHandlerFunc {
 			_, err := in.Accept(ctx, envs[0])
 			return err
 		}
-		errs := make([]error, len(envs))
-		var wg sync.WaitGroup
-		for i, env := range envs {
-			wg.Go(func() { _, errs[i] = in.Accept(ctx, env) })
+		var errs []error
+		if all, ok := in.(BatchAccepter); ok {
+			errs = all.AcceptAll(ctx, envs)
+		} else {
+			errs = make([]error, len(envs))
+			var wg sync.WaitGroup
+			for i, env := range envs {
+				wg.Go(func() { _, errs[i] = in.Accept(ctx, env) })
+			}
+			wg.Wait()
 		}
-		wg.Wait()
 		var failed []conv.Inbound
 		for i, err := range errs {
 			switch {

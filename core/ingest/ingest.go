@@ -93,12 +93,15 @@ func (r Result) Events(at time.Time) []conv.Event {
 }
 
 type request struct {
-	ctx  context.Context
-	in   conv.Inbound
+	ctx context.Context
+	in  conv.Inbound
+	// i is the request's index among those answered on done.
+	i    int
 	done chan response
 }
 
 type response struct {
+	i   int
 	res Result
 	err error
 }
@@ -113,8 +116,9 @@ type response struct {
 // commits while the previous one's events are published.
 type Service struct {
 	cfg Config
-	// reqs has one channel per writer; writerFor picks it.
-	reqs      []chan request
+	// reqs has one channel per writer; writerFor picks it. A send hands
+	// over every request of one caller for that writer at once.
+	reqs      []chan []request
 	committed chan []answer
 	stop      chan struct{}
 }
@@ -131,18 +135,18 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	reqs := make([]chan request, cfg.Writers)
+	reqs := make([]chan []request, cfg.Writers)
 	for i := range reqs {
-		reqs[i] = make(chan request)
+		reqs[i] = make(chan []request)
 	}
 	return &Service{cfg: cfg, reqs: reqs, committed: make(chan []answer, 4*cfg.Writers),
 		stop: make(chan struct{})}, nil
 }
 
 // writerFor is the writer that commits in's sender's envelopes.
-func (s *Service) writerFor(in conv.Inbound) chan request {
+func (s *Service) writerFor(in conv.Inbound) int {
 	if len(s.reqs) == 1 {
-		return s.reqs[0]
+		return 0
 	}
 	h := fnv.New64a()
 	var b [16]byte
@@ -152,7 +156,7 @@ func (s *Service) writerFor(in conv.Inbound) chan request {
 	h.Write([]byte(in.From.Kind))
 	h.Write([]byte{0})
 	h.Write([]byte(in.From.ExternalID))
-	return s.reqs[h.Sum64()%uint64(len(s.reqs))]
+	return int(h.Sum64() % uint64(len(s.reqs)))
 }
 
 // Run commits queued envelopes until ctx is done.
@@ -192,7 +196,7 @@ func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
 	}
 	req := request{ctx: ctx, in: in, done: make(chan response, 1)}
 	select {
-	case s.writerFor(in) <- req:
+	case s.reqs[s.writerFor(in)] <- []request{req}:
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	case <-s.stop:
@@ -210,21 +214,82 @@ func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
 	return resp.res, nil
 }
 
-func (s *Service) writer(ctx context.Context, reqs <-chan request) {
+// AcceptAll ingests envs as Accept does each, and returns each one's
+// error (nil when it was stored and its events published), in order. It
+// hands every envelope to its writer at once rather than from a goroutine
+// per envelope: the bus delivers envelopes in batches, and a goroutine per
+// envelope costs a stack growth each.
+func (s *Service) AcceptAll(ctx context.Context, envs []conv.Inbound) []error {
+	errs := make([]error, len(envs))
+	done := make(chan response, len(envs))
+	byWriter := make([][]request, len(s.reqs))
+	pending := make([]bool, len(envs))
+	waiting := 0
+	for i, in := range envs {
+		if err := in.Validate(); err != nil {
+			errs[i] = fmt.Errorf("ingest.Accept %s/%s: %w", in.ChannelID, in.ExternalID, err)
+			continue
+		}
+		w := s.writerFor(in)
+		byWriter[w] = append(byWriter[w], request{ctx: ctx, in: in, i: i, done: done})
+		pending[i] = true
+		waiting++
+	}
+	for w, reqs := range byWriter {
+		if len(reqs) == 0 {
+			continue
+		}
+		select {
+		case s.reqs[w] <- reqs:
+			continue
+		case <-ctx.Done():
+		case <-s.stop:
+		}
+		// Not handed over: these and the envelopes of the writers after
+		// this one fail; those handed over are still answered.
+		err := ctx.Err()
+		if err == nil {
+			err = fmt.Errorf("ingest.Accept: %w: ingest is shutting down", conv.ErrUnavailable)
+		}
+		for _, rest := range byWriter[w:] {
+			for _, r := range rest {
+				errs[r.i], pending[r.i] = err, false
+				waiting--
+			}
+		}
+		break
+	}
+	for ; waiting > 0; waiting-- {
+		select {
+		case r := <-done:
+			errs[r.i], pending[r.i] = r.err, false
+		case <-ctx.Done():
+			for i, p := range pending {
+				if p {
+					errs[i] = ctx.Err()
+				}
+			}
+			return errs
+		}
+	}
+	return errs
+}
+
+func (s *Service) writer(ctx context.Context, reqs <-chan []request) {
 	batch := make([]request, 0, s.cfg.MaxBatch)
 	for {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-reqs:
-			batch = append(batch, r)
+		case rs := <-reqs:
+			batch = append(batch, rs...)
 		}
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
 			select {
-			case r := <-reqs:
-				batch = append(batch, r)
+			case rs := <-reqs:
+				batch = append(batch, rs...)
 			default:
 				break fill
 			}
@@ -309,6 +374,7 @@ func (s *Service) publisher(ctx context.Context) {
 			if a.resp.err == nil && err != nil {
 				a.resp = response{err: err}
 			}
+			a.resp.i = a.req.i
 			a.req.done <- a.resp
 		}
 	}

@@ -358,3 +358,68 @@ func TestReplyReopensThread(t *testing.T) {
 		}
 	})
 }
+
+// TestAcceptAll: a batch's envelopes are answered each in its place — the
+// good ones stored once (a repeat in the batch too), a bad one refused
+// permanently without failing the rest — across several writers on
+// Postgres.
+func TestAcceptAll(t *testing.T) {
+	stores(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		bad := f.env("bad", "v1")
+		bad.Parts = nil
+		var envs []conv.Inbound
+		for i := range 40 {
+			envs = append(envs, f.env(fmt.Sprintf("m%d", i), fmt.Sprintf("v%d", i%7)))
+		}
+		envs = append(envs, bad, f.env("m3", "v3"))
+		errs := f.svc.AcceptAll(ctx, envs)
+		if len(errs) != len(envs) {
+			t.Fatalf("%d errors for %d envelopes", len(errs), len(envs))
+		}
+		for i, err := range errs {
+			if i == 40 {
+				if !errors.Is(err, conv.ErrInvalid) || !conv.Permanent(err) {
+					t.Errorf("envelope without parts: %v, want permanent invalid", err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("envelope %d (%s): %v", i, envs[i].ExternalID, err)
+			}
+		}
+		// 40 messages, each conversation's seqs gapless from 1.
+		f.events.mu.Lock()
+		ids := map[conv.MessageID]bool{}
+		seqs := map[conv.ConversationID]map[int64]bool{}
+		for _, e := range f.events.events {
+			if e.Type != conv.EventMessageCreated {
+				continue
+			}
+			ids[e.Message.ID] = true
+			if seqs[e.Message.ConversationID] == nil {
+				seqs[e.Message.ConversationID] = map[int64]bool{}
+			}
+			seqs[e.Message.ConversationID][e.Message.Seq] = true
+		}
+		f.events.mu.Unlock()
+		if len(ids) != 40 || len(seqs) != 7 {
+			t.Fatalf("%d messages in %d conversations, want 40 in 7", len(ids), len(seqs))
+		}
+		for c, got := range seqs {
+			for s := int64(1); s <= int64(len(got)); s++ {
+				if !got[s] {
+					t.Fatalf("conversation %s: seqs %v are not 1..%d", c, got, len(got))
+				}
+			}
+		}
+
+		canceled, cancel := context.WithCancel(ctx)
+		cancel()
+		for i, err := range f.svc.AcceptAll(canceled, []conv.Inbound{f.env("late", "v1")}) {
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("envelope %d with the context canceled: %v", i, err)
+			}
+		}
+	})
+}
