@@ -252,6 +252,9 @@ func (s *Service) load(ctx context.Context, tenant conv.TenantID, events []conv.
 // notify publishes a fan-out note. A lost note costs latency only (devices
 // resume from their cursor), so failures are logged, not returned.
 func (s *Service) notify(ctx context.Context, topic string, note any) {
+	if l, ok := s.cfg.Fanout.(live.Listener); ok && !l.Listening(topic) {
+		return // nobody on this node listens (and there is no other node)
+	}
 	b, err := json.Marshal(note)
 	if err == nil {
 		err = s.cfg.Fanout.Publish(ctx, topic, b)

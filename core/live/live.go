@@ -61,6 +61,15 @@ type Fanout interface {
 	Subscribe(ctx context.Context, topic string) (Subscription, error)
 }
 
+// Listener is an optional capability of a Fanout: whether a publish to
+// topic now would reach any subscriber, so that a publisher can skip
+// building a note nobody receives. Only a Fanout that sees every
+// subscriber (one node's) can answer; a Fanout across nodes does not
+// implement it.
+type Listener interface {
+	Listening(topic string) bool
+}
+
 // Subscription is one Subscribe.
 type Subscription interface {
 	C() <-chan []byte

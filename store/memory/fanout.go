@@ -63,6 +63,13 @@ func (f *Fanout) Publish(ctx context.Context, topic string, payload []byte) erro
 	return nil
 }
 
+// Listening reports whether topic has a subscriber (live.Listener).
+func (f *Fanout) Listening(topic string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.topics[topic]) > 0
+}
+
 // Subscribe returns a *Subscription receiving what is published to topic
 // from now on.
 func (f *Fanout) Subscribe(ctx context.Context, topic string) (live.Subscription, error) {

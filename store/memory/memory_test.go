@@ -246,3 +246,24 @@ func TestPresenceExpiryBoundary(t *testing.T) {
 		}
 	}
 }
+
+// Listening follows the subscriptions of a topic.
+func TestFanoutListening(t *testing.T) {
+	f := memory.NewFanout()
+	if f.Listening("t") {
+		t.Fatal("listening before any Subscribe")
+	}
+	a, _ := f.Subscribe(t.Context(), "t")
+	b, _ := f.Subscribe(t.Context(), "t")
+	if !f.Listening("t") || f.Listening("u") {
+		t.Fatalf("Listening(t) = %v, Listening(u) = %v; want true, false", f.Listening("t"), f.Listening("u"))
+	}
+	a.Close()
+	if !f.Listening("t") {
+		t.Fatal("not listening with one subscription left")
+	}
+	b.Close()
+	if f.Listening("t") {
+		t.Fatal("listening after every subscription closed")
+	}
+}
