@@ -299,17 +299,10 @@ func TestIngestWithoutBatch(t *testing.T) {
 	t.Parallel()
 	storagetest.RunIngest(t, storagetest.Harness{
 		New: func(t *testing.T, sealer storage.Sealer, ids *conv.IDGen) storage.Store {
-			return eachStore{openTest(t, Config{Sealer: sealer, IDs: ids})}
+			return storagetest.WithoutBatch(openTest(t, Config{Sealer: sealer, IDs: ids}))
 		},
-		Dump: func(t *testing.T, s storage.Store) []byte { return dump(t, s.(eachStore).Store) },
+		Dump: func(t *testing.T, s storage.Store) []byte {
+			return dump(t, s.(interface{ Unwrap() storage.Store }).Unwrap().(*Store))
+		},
 	})
-}
-
-// eachStore hides IngestBatch: its transactions are plain storage.Tx.
-type eachStore struct{ *Store }
-
-type eachTx struct{ storage.Tx }
-
-func (s eachStore) Tx(ctx context.Context, tenant conv.TenantID, fn func(storage.Tx) error) error {
-	return s.Store.Tx(ctx, tenant, func(tx storage.Tx) error { return fn(eachTx{tx}) })
 }

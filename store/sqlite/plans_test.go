@@ -90,6 +90,16 @@ func TestQueryPlans(t *testing.T) {
 			[]string{"SEARCH conversations USING COVERING INDEX conversations_contact (tenant_id=? AND contact_id=?)"}},
 		{"merge: identities", mergeIdentitiesSQL,
 			[]string{"SEARCH identities USING COVERING INDEX identities_contact (tenant_id=? AND contact_id=?)"}},
+		{"ingest: channels", lookupChannelsSQL,
+			[]string{"SEARCH channels USING INDEX sqlite_autoindex_channels_1 (tenant_id=? AND id=?)"}},
+		{"ingest: stored", lookupStoredSQL, []string{
+			"SEARCH messages USING INDEX sqlite_autoindex_messages_1 (tenant_id=? AND id=?)",
+			"SEARCH m USING INDEX messages_external (tenant_id=? AND channel_id=? AND external_id=?)"}},
+		{"ingest: contacts", lookupContactsSQL, []string{
+			"SEARCH i USING INDEX sqlite_autoindex_identities_1 (tenant_id=? AND kind=? AND external_id=?)",
+			"SEARCH ct USING INDEX sqlite_autoindex_contacts_1 (tenant_id=? AND id=?)"}},
+		{"ingest: conversations", conversationsByIDSQL,
+			[]string{"SEARCH conversations USING INDEX sqlite_autoindex_conversations_1 (tenant_id=? AND id=?)"}},
 		{"merge: visitors", mergeVisitorsSQL,
 			[]string{"SEARCH visitors USING COVERING INDEX visitors_contact (tenant_id=? AND contact_id=?)"}},
 	}
@@ -122,9 +132,12 @@ func TestQueryPlans(t *testing.T) {
 					t.Errorf("plan lacks %q:\n%s", want, plan)
 				}
 			}
-			for _, bad := range []string{"USE TEMP B-TREE", "SCAN "} {
-				if strings.Contains(plan, bad) {
-					t.Errorf("plan has %q:\n%s", bad, plan)
+			for _, line := range lines {
+				// Reading the rows passed in with json_each is a scan of
+				// what was passed; any other scan walks a table.
+				if strings.Contains(line, "USE TEMP B-TREE") ||
+					strings.Contains(line, "SCAN ") && !strings.Contains(line, "VIRTUAL TABLE") {
+					t.Errorf("plan has %q:\n%s", line, plan)
 				}
 			}
 		})

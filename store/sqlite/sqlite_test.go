@@ -67,6 +67,17 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestIngestWithoutBatch runs the conformance suite's ingest tests against
+// storage.IngestEach on SQLite (the batch capability hidden), so both
+// paths answer to the same expectations.
+func TestIngestWithoutBatch(t *testing.T) {
+	storagetest.RunIngest(t, storagetest.Harness{
+		New: func(t *testing.T, sealer storage.Sealer, ids *conv.IDGen) storage.Store {
+			return storagetest.WithoutBatch(open(t, filepath.Join(t.TempDir(), "switchboard.db"), sealer, ids))
+		},
+	})
+}
+
 func TestConfigValidation(t *testing.T) {
 	dir := t.TempDir()
 	good := Config{Path: filepath.Join(dir, "x.db"), Sealer: storagetest.NewSealer(), IDs: testIDs(t)}

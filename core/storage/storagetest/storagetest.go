@@ -97,7 +97,7 @@ var ingestTests = []struct {
 }
 
 // RunIngest runs only the storage.Ingest tests: for a store that wants
-// them against another path too (Postgres with its BatchIngester hidden,
+// them against another path too (its BatchIngester hidden by WithoutBatch,
 // so that storage.IngestEach answers to the same expectations).
 func RunIngest(t *testing.T, h Harness) {
 	if h.New == nil {
@@ -371,3 +371,18 @@ func same[T any](t *testing.T, what string, got, want T) {
 		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
 	}
 }
+
+// WithoutBatch hides s's batch ingest: its transactions are plain
+// storage.Tx, so storage.Ingest takes storage.IngestEach. Unwrap returns s.
+func WithoutBatch(s storage.Store) storage.Store { return eachStore{s} }
+
+type eachStore struct{ storage.Store }
+
+type eachTx struct{ storage.Tx }
+
+func (s eachStore) Tx(ctx context.Context, tenant conv.TenantID, fn func(storage.Tx) error) error {
+	return s.Store.Tx(ctx, tenant, func(tx storage.Tx) error { return fn(eachTx{tx}) })
+}
+
+// Unwrap returns the store WithoutBatch was given.
+func (s eachStore) Unwrap() storage.Store { return s.Store }
