@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard-hq/switchboard/internal/jsonenc"
+
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
@@ -25,7 +27,7 @@ const timelinePage = 200
 const catchUpEvery = 2 * time.Second
 
 func publishJSON(ctx context.Context, f live.Fanout, topic string, v any) error {
-	b, err := json.Marshal(v)
+	b, err := jsonenc.Marshal(v)
 	if err != nil {
 		return err
 	}

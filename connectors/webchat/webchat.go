@@ -35,6 +35,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard-hq/switchboard/internal/jsonenc"
+
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/live"
 	"github.com/switchboard-hq/switchboard/core/storage"
@@ -318,7 +320,7 @@ func View(m conv.Message) Message {
 	return out
 }
 
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+func jsonMarshal(v any) ([]byte, error) { return jsonenc.Marshal(v) }
 
 func externalID(v conv.Visitor, clientID string) string {
 	return "visitor:" + v.ID.String() + ":" + clientID

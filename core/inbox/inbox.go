@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboard-hq/switchboard/internal/jsonenc"
+
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/live"
 	"github.com/switchboard-hq/switchboard/core/storage"
@@ -153,7 +155,7 @@ func (s *Service) handleTenant(ctx context.Context, tenant conv.TenantID, events
 		}
 		entry, recipients := s.route(e, sum, agents)
 		if len(recipients) > 0 {
-			payload, err := json.Marshal(entry)
+			payload, err := jsonenc.Marshal(entry)
 			if err != nil {
 				return fmt.Errorf("inbox: encode %s: %w", e.Key(), err)
 			}
@@ -255,7 +257,7 @@ func (s *Service) notify(ctx context.Context, topic string, note any) {
 	if l, ok := s.cfg.Fanout.(live.Listener); ok && !l.Listening(topic) {
 		return // nobody on this node listens (and there is no other node)
 	}
-	b, err := json.Marshal(note)
+	b, err := jsonenc.Marshal(note)
 	if err == nil {
 		err = s.cfg.Fanout.Publish(ctx, topic, b)
 	}
