@@ -21,6 +21,12 @@
 // it would wait for the semaphore its caller holds. Reads outside Tx (Tenant, Tenants, DeadLetters) run
 // concurrently on the pool's other connections.
 //
+// Ingest: Tx.IngestBatch (storage.SetIngester through storage.IngestSets)
+// runs each step of a batch as one statement, its rows passed as one JSON
+// array read with json_each and joined to the unique indexes first
+// (TestQueryPlans pins those plans). With one writer no other transaction
+// can claim a new sender's identity meanwhile.
+//
 // Goroutines: none of its own; database/sql manages the connection pool.
 // Close closes the pool; it is safe to call twice.
 package sqlite
