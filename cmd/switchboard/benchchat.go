@@ -388,7 +388,22 @@ wait:
 		return d[int(float64(len(d)-1)*p)].Round(10 * time.Microsecond).String()
 	}
 	q := func(p float64) string { return qq(lat, p) }
+	// What the server warned about during the run (it logs at warn): a
+	// warning per message would be a cost and a finding of its own.
+	childMu.Lock()
+	var warnings []string
+	for line := range strings.Lines(childErr.String()) {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") ||
+			strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			warnings = append(warnings, strings.TrimSpace(line))
+		}
+	}
+	childMu.Unlock()
+	for _, w := range warnings[:min(len(warnings), 5)] {
+		fmt.Fprintf(stderr, "bench chat: server: %s\n", w)
+	}
 	return printJSON(stdout, map[string]any{
+		"server_warnings":         len(warnings),
 		"store":                   "sqlite + embedded nats (server in a child process)",
 		"idle_sockets":            *idle,
 		"server_rss_before_kib":   rss0,
