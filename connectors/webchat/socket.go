@@ -97,7 +97,7 @@ type visitorSession struct {
 	mu       sync.Mutex
 	pending  map[string]pendingSend // sends by external id, until acked
 	timer    *time.Timer            // checks pending sends in the store
-	out      []any                  // frames waiting for the writer
+	out      []any                  // frames waiting for the writer: values to encode, or encoded ([]byte)
 	writing  bool
 	in       []wsframe.Frame // frames waiting for the handler
 	handling bool
@@ -218,7 +218,11 @@ func (vs *visitorSession) write() {
 		f := vs.out[0]
 		vs.out = vs.out[1:]
 		vs.mu.Unlock()
-		b, err := jsonMarshal(f)
+		b, ok := f.([]byte)
+		var err error
+		if !ok {
+			b, err = jsonMarshal(f)
+		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(vs.ctx, 10*time.Second)
 			err = vs.conn.WriteText(ctx, b)
@@ -309,17 +313,30 @@ func publicSender(s *conv.Sender) conv.Sender {
 // deliver sends a stored message, acked first when it is one of this
 // socket's sends.
 func (vs *visitorSession) deliver(m conv.Message) {
-	view := View(m)
+	view, err := jsonMarshal(View(m))
+	if err != nil {
+		vs.push(errorFrame("internal", "a message could not be encoded"))
+		return
+	}
 	vs.mu.Lock()
 	p, mine := vs.pending[m.ExternalID]
 	delete(vs.pending, m.ExternalID)
 	vs.mu.Unlock()
+	// The message is encoded once for both frames, which are assembled
+	// around it.
+	msg := frameAround(`{"message":`, view, `,"type":"message"}`)
 	if mine {
-		vs.push(map[string]any{"type": "ack", "client_id": p.clientID, "message": view},
-			map[string]any{"type": "message", "message": view})
+		id, _ := jsonMarshal(p.clientID)
+		vs.push(frameAround(`{"client_id":`+string(id)+`,"message":`, view, `,"type":"ack"}`), msg)
 		return
 	}
-	vs.push(map[string]any{"type": "message", "message": view})
+	vs.push(msg)
+}
+
+// frameAround is head, then body, then tail.
+func frameAround(head string, body []byte, tail string) []byte {
+	b := make([]byte, 0, len(head)+len(body)+len(tail))
+	return append(append(append(b, head...), body...), tail...)
 }
 
 func (vs *visitorSession) stopTimer() {

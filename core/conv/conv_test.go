@@ -22,6 +22,9 @@ func TestIDJSONIsDecimalString(t *testing.T) {
 	if string(b) != `{"id":"9007199254740993"}` {
 		t.Fatalf("got %s", b)
 	}
+	if got, err := big.AppendText([]byte("x")); err != nil || string(got) != "x9007199254740993" {
+		t.Fatalf("AppendText = %q, %v", got, err)
+	}
 	var back struct {
 		ID MessageID `json:"id"`
 	}

@@ -24,6 +24,12 @@ func (id ID[K]) MarshalText() ([]byte, error) {
 	return strconv.AppendInt(nil, int64(id), 10), nil
 }
 
+// AppendText appends the id as decimal text (encoding.TextAppender): an
+// encoder that knows it renders an id without allocating.
+func (id ID[K]) AppendText(b []byte) ([]byte, error) {
+	return strconv.AppendInt(b, int64(id), 10), nil
+}
+
 // UnmarshalText parses a decimal id. Empty text is the zero id.
 func (id *ID[K]) UnmarshalText(b []byte) error {
 	if len(b) == 0 {
