@@ -108,8 +108,8 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// TestPragmas: the durability and locking settings are in force on the
-// connections the store actually uses.
+// TestPragmas: the durability, locking and memory settings are in force on
+// the connections the store actually uses.
 func TestPragmas(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "p.db"), storagetest.NewSealer(), testIDs(t))
 	tests := []struct {
@@ -119,6 +119,8 @@ func TestPragmas(t *testing.T) {
 		{"synchronous", "2"}, // FULL
 		{"foreign_keys", "1"},
 		{"busy_timeout", "5000"},
+		{"temp_store", "2"}, // MEMORY
+		{"cache_size", "-32768"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pragma, func(t *testing.T) {
