@@ -48,7 +48,8 @@ type IngestOutcome struct {
 // of IngestEach. Ingest uses it when the Tx has it.
 //
 // Outcomes and effects must equal IngestEach's for the same items, applied
-// in IngestOrder. An error means the transaction must roll back; it names
+// in IngestOrder (IngestSets allows itself one difference: the outcomes of
+// one conversation carry its reply deadline as after the whole batch). An error means the transaction must roll back; it names
 // the envelope that failed and wraps the same conv error kind IngestEach
 // would return for it, so a caller can retry the envelopes one by one to
 // isolate it.

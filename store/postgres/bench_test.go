@@ -64,7 +64,7 @@ func BenchmarkAppendMessage(b *testing.B) {
 // BenchmarkIngest: what ingest's writers do on Postgres. One op is one
 // envelope; writers commit batches of batch envelopes from 1000 senders
 // concurrently, through storage.IngestEach (a round trip per statement)
-// or the store's IngestBatch (one pipelined round trip per batch).
+// or the store's set-wise IngestBatch (three round trips per batch).
 func BenchmarkIngest(b *testing.B) {
 	for _, path := range []string{"each", "batch"} {
 		for _, shape := range []struct{ writers, batch int }{{1, 64}, {4, 16}, {4, 64}} {
