@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -425,4 +426,25 @@ func benchIngest(b *testing.B, batched bool, batch int) {
 		n += len(items)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
+}
+
+// chunked covers every row exactly once, in order, in statement sizes it
+// has SQL for.
+func TestChunked(t *testing.T) {
+	for n := range 300 {
+		next := 0
+		err := chunked(n, func(off, size int) error {
+			if off != next || appendGroupsSQL[size] == "" || insertMessagesSQL[size] == "" {
+				t.Fatalf("n=%d: chunk at %d of %d rows after %d", n, off, size, next)
+			}
+			next = off + size
+			return nil
+		})
+		if err != nil || next != n {
+			t.Fatalf("n=%d: chunks cover %d rows (%v)", n, next, err)
+		}
+	}
+	if n := strings.Count(insertMessagesSQL[64], "?"); n != 64*13 {
+		t.Fatalf("64-row insert has %d placeholders", n)
+	}
 }
