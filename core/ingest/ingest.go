@@ -25,7 +25,9 @@ type Config struct {
 	Events Publisher
 	IDs    *conv.IDGen
 	Logger *slog.Logger
-	// MaxBatch caps envelopes per transaction (default 256).
+	// MaxBatch caps envelopes per transaction (default 256); the last
+	// share a writer takes in (one caller's envelopes for it, at most one
+	// bus batch) may take a transaction past it.
 	MaxBatch int
 	// Writers is the number of concurrent committing goroutines (default 1:
 	// right for SQLite's single writer; Postgres benefits from a few). Each
@@ -216,11 +218,15 @@ func (s *Service) Accept(ctx context.Context, in conv.Inbound) (Result, error) {
 
 // AcceptAll ingests envs as Accept does each, and returns each one's
 // error (nil when it was stored and its events published), in order. It
-// hands every envelope to its writer at once rather than from a goroutine
-// per envelope: the bus delivers envelopes in batches, and a goroutine per
-// envelope costs a stack growth each.
+// hands each writer its share of the envelopes in one send rather than
+// from a goroutine per envelope (the bus delivers envelopes in batches,
+// and a goroutine per envelope costs a stack growth each); the shares go
+// to the writers concurrently, so one writer still committing does not
+// hold up the others.
 func (s *Service) AcceptAll(ctx context.Context, envs []conv.Inbound) []error {
 	errs := make([]error, len(envs))
+	// Every answer fits: neither the publisher nor a failed hand-over
+	// ever waits on done.
 	done := make(chan response, len(envs))
 	byWriter := make([][]request, len(s.reqs))
 	pending := make([]bool, len(envs))
@@ -235,29 +241,33 @@ func (s *Service) AcceptAll(ctx context.Context, envs []conv.Inbound) []error {
 		pending[i] = true
 		waiting++
 	}
-	for w, reqs := range byWriter {
-		if len(reqs) == 0 {
-			continue
-		}
+	handOver := func(w int, reqs []request) {
 		select {
 		case s.reqs[w] <- reqs:
-			continue
+			return
 		case <-ctx.Done():
 		case <-s.stop:
 		}
-		// Not handed over: these and the envelopes of the writers after
-		// this one fail; those handed over are still answered.
 		err := ctx.Err()
 		if err == nil {
 			err = fmt.Errorf("ingest.Accept: %w: ingest is shutting down", conv.ErrUnavailable)
 		}
-		for _, rest := range byWriter[w:] {
-			for _, r := range rest {
-				errs[r.i], pending[r.i] = err, false
-				waiting--
-			}
+		for _, r := range reqs {
+			done <- response{i: r.i, err: err}
 		}
-		break
+	}
+	last := -1
+	for w, reqs := range byWriter {
+		if len(reqs) == 0 {
+			continue
+		}
+		if last >= 0 {
+			go handOver(last, byWriter[last])
+		}
+		last = w
+	}
+	if last >= 0 {
+		handOver(last, byWriter[last]) // the last (with one writer, the only) share inline
 	}
 	for ; waiting > 0; waiting-- {
 		select {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -115,7 +116,6 @@ type setItem struct {
 	// stored: the message was stored before the batch (a duplicate).
 	stored  bool
 	contact ContactRef
-	group   int // index into setBatch.groups
 	seq     int64
 }
 
@@ -248,6 +248,13 @@ func (b *setBatch) createContacts(ctx context.Context) error {
 			ContactRef: ContactRef{ID: conv.NewID[conv.ContactID](b.ids), Name: it.in.FromName}})
 	}
 	if len(fresh) > 0 {
+		// Claimed in identity order: identities are the tenant's, not a
+		// channel's, so IngestOrder (by channel first) would let two
+		// batches naming the same new senders on two channels claim
+		// them in opposite orders and deadlock.
+		slices.SortFunc(fresh, func(a, b NewContact) int {
+			return cmp.Or(cmp.Compare(a.Identity.Kind, b.Identity.Kind), cmp.Compare(a.Identity.ExternalID, b.Identity.ExternalID))
+		})
 		owners, err := b.tx.CreateContacts(ctx, fresh)
 		if err != nil {
 			return err
@@ -286,7 +293,6 @@ func (b *setBatch) createContacts(ctx context.Context) error {
 				Group: b.lookedUp.Groups[p.channel], Scene: it.in.Scene, Created: it.now}})
 		}
 		gr := &b.groups[g]
-		it.group = g
 		gr.items = append(gr.items, j)
 		gr.N++
 		gr.Updated = it.now
@@ -302,6 +308,12 @@ func (b *setBatch) append(ctx context.Context) error {
 	if len(b.groups) == 0 {
 		return nil
 	}
+	// Upserted in (channel, contact) order, so that concurrent batches
+	// lock shared conversations in one order (two identities of one
+	// contact may sort apart in IngestOrder).
+	slices.SortFunc(b.groups, func(x, y setGroup) int {
+		return cmp.Or(cmp.Compare(x.Channel, y.Channel), cmp.Compare(x.Contact, y.Contact))
+	})
 	appends := make([]GroupAppend, len(b.groups))
 	for g, gr := range b.groups {
 		appends[g] = gr.GroupAppend
@@ -312,6 +324,12 @@ func (b *setBatch) append(ctx context.Context) error {
 	}
 	if len(convs) != len(b.groups) {
 		return fmt.Errorf("ingest: %w: %d of %d conversations appended to", conv.ErrConflict, len(convs), len(b.groups))
+	}
+	for g, c := range convs {
+		if c.ID.IsZero() || c.LastSeq < b.groups[g].N {
+			return fmt.Errorf("ingest: %w: conversation of channel %s and contact %s not appended to",
+				conv.ErrConflict, b.groups[g].Channel, b.groups[g].Contact)
+		}
 	}
 	msgs := make([]conv.Message, 0, len(b.order)-len(b.dups))
 	for g := range b.groups {
@@ -386,11 +404,18 @@ func (b *setBatch) repeats() {
 		if !ok {
 			continue // untouched by this batch: as read
 		}
+		// The conversation as after the batch (so the reply deadline and
+		// activity agree with the other outcomes of this conversation),
+		// its LastSeq as after the envelopes applied before this one: at
+		// least what was read before the batch, for a message stored
+		// earlier.
 		gr := &b.groups[g]
-		if it.dupOf >= 0 && !b.order[it.dupOf].stored {
-			o.Conversation = gr.conv
-			o.Conversation.LastSeq = 0
+		floor := int64(0)
+		if it.dupOf < 0 || b.order[it.dupOf].stored {
+			floor = o.Conversation.LastSeq
 		}
+		o.Conversation = gr.conv
+		o.Conversation.LastSeq = floor
 		for _, k := range gr.items {
 			if k < j {
 				o.Conversation.LastSeq = max(o.Conversation.LastSeq, b.order[k].seq)

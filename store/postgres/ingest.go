@@ -204,13 +204,14 @@ func (t *tx) AppendGroups(ctx context.Context, groups []storage.GroupAppend) ([]
 			$8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS u(id, ch, ct, grp, scene, deadline, n, created, updated)
 		ON CONFLICT (tenant_id, channel_id, contact_id) WHERE status = 'open' AND thread = '' DO UPDATE
 			SET last_seq = cv.last_seq + EXCLUDED.last_seq,
-				updated_at = CASE WHEN cv.updated_at <= EXCLUDED.updated_at - interval '1 second'
+				updated_at = CASE WHEN cv.updated_at <= EXCLUDED.updated_at - $11 * interval '1 microsecond'
 								THEN EXCLUDED.updated_at ELSE cv.updated_at END,
 				reply_deadline = CASE WHEN EXCLUDED.reply_deadline IS NOT NULL
 									AND (cv.reply_deadline IS NULL OR EXCLUDED.reply_deadline > cv.reply_deadline)
 								THEN EXCLUDED.reply_deadline ELSE cv.reply_deadline END
 		RETURNING `+conversationCols,
-		int64(t.tenant), ids, channels, contacts, groupIDs, scenes, deadlines, counts, created, updated)
+		int64(t.tenant), ids, channels, contacts, groupIDs, scenes, deadlines, counts, created, updated,
+		storage.ActivityGranularity.Microseconds())
 	if err != nil {
 		return nil, fail("postgres.AppendGroups", err)
 	}

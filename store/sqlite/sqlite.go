@@ -108,9 +108,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// created and removed per statement: they were a third of the
 	// writer's syscalls. Durability does not depend on them.
 	q.Add("_pragma", "temp_store(MEMORY)")
-	// 32 MiB of page cache for the one writer connection (the default is
-	// 2 MiB), so the hot index pages of messages and conversations stay
-	// in it instead of being read again through the OS.
+	// 32 MiB of page cache per connection of the writer pool (the
+	// default is 2 MiB; transactions hold one at a time, the rest idle
+	// with what they cached), so the hot index pages of messages and
+	// conversations stay in it instead of being read again through the
+	// OS.
 	q.Add("_pragma", "cache_size(-32768)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", cfg.Path+"?"+q.Encode())
