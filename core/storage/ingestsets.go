@@ -80,8 +80,9 @@ type GroupAppend struct {
 // IngestSets is a BatchIngester's IngestBatch built on a store's set-wise
 // steps: one lookup for the batch, contacts for the new senders, one
 // conversation upsert per (channel, contact), one insert of every message.
-// Rows are claimed in IngestOrder (identities, then conversations), so
-// concurrent batches sharing senders do not deadlock. Outcomes equal
+// Rows are claimed in one order by every batch — new identities by (kind,
+// external id), then conversations by (channel, contact) — so concurrent
+// batches sharing senders do not deadlock. Outcomes equal
 // IngestEach's, except that the outcomes of one conversation carry its
 // reply deadline as after the whole batch. Threaded envelopes go through
 // IngestEach.
