@@ -373,59 +373,19 @@ func benchAppend(b *testing.B, batch int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
-// BenchmarkIngest: what ingest's one writer does on SQLite. One op is one
-// envelope; batches of batch envelopes from 1,000 senders, through
-// storage.IngestEach (statements per envelope) or the store's set-wise
-// IngestBatch.
+// BenchmarkIngest: what ingest's one writer does on SQLite
+// (storagetest.BenchIngest), through storage.IngestEach (statements per
+// envelope) or the store's set-wise path.
 func BenchmarkIngest(b *testing.B) {
 	for _, path := range []string{"each", "batch"} {
 		for _, batch := range []int{8, 64, 256} {
-			b.Run(fmt.Sprintf("%s/batch=%d", path, batch), func(b *testing.B) { benchIngest(b, path == "batch", batch) })
+			b.Run(fmt.Sprintf("%s/batch=%d", path, batch), func(b *testing.B) {
+				ids := testIDs(b)
+				s := open(b, filepath.Join(b.TempDir(), "bench.db"), storagetest.NewSealer(), ids)
+				storagetest.BenchIngest(b, s, ids, path == "each", 1, batch)
+			})
 		}
 	}
-}
-
-func benchIngest(b *testing.B, batched bool, batch int) {
-	const senders = 1000
-	ids := testIDs(b)
-	s := open(b, filepath.Join(b.TempDir(), "bench.db"), storagetest.NewSealer(), ids)
-	ctx := context.Background()
-	tenant := conv.NewID[conv.TenantID](ids)
-	if err := s.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "bench"}); err != nil {
-		b.Fatal(err)
-	}
-	ch := conv.Channel{ID: conv.NewID[conv.ChannelID](ids), Kind: conv.KindTest, Name: "bench"}
-	if err := s.Tx(ctx, tenant, func(tx storage.Tx) error { return tx.CreateChannel(ctx, ch) }); err != nil {
-		b.Fatal(err)
-	}
-	parts := []conv.Part{{Type: conv.PartText, Text: "benchmark message body of a typical short length"}}
-	b.ResetTimer()
-	for n := 0; n < b.N; {
-		items := make([]storage.IngestItem, min(batch, b.N-n))
-		for i := range items {
-			items[i] = storage.IngestItem{
-				In: conv.Inbound{TenantID: tenant, ChannelID: ch.ID, ExternalID: fmt.Sprintf("m-%d", n+i),
-					From: conv.Identity{Kind: "visitor", ExternalID: fmt.Sprintf("v-%d", (n+i)%senders)}, Parts: parts, SentAt: time.Now()},
-				ConversationID: conv.NewID[conv.ConversationID](ids),
-				MessageID:      conv.NewID[conv.MessageID](ids),
-				Now:            time.Now(),
-			}
-		}
-		err := s.Tx(ctx, tenant, func(tx storage.Tx) error {
-			var err error
-			if batched {
-				_, err = storage.Ingest(ctx, tx, items)
-			} else {
-				_, err = storage.IngestEach(ctx, tx, items)
-			}
-			return err
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		n += len(items)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
 }
 
 // chunked covers every row exactly once, in order, in statement sizes it
