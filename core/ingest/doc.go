@@ -3,10 +3,10 @@
 // For each envelope, in one transaction: dedup on (channel, external id);
 // resolve or create the contact by identity; reuse the open conversation
 // for (channel, contact) or open one; append the message with the next
-// gapless seq. That is storage.Ingest: stores whose transactions have the
-// storage.BatchIngester capability (Postgres) do a whole batch in a few
-// round trips, the others (SQLite) go through the Tx methods one envelope
-// at a time. After the commit it publishes conversation.opened (when it
+// gapless seq. That is storage.Ingest: both stores' transactions are
+// storage.SetIngesters and do a whole batch in a few statements
+// (storage.IngestSets); a store without that capability would go through
+// the Tx methods one envelope at a time (storage.IngestEach). After the commit it publishes conversation.opened (when it
 // opened one) and message.created. A redelivered envelope finds its stored
 // row and publishes the same events again, so consumers see every event at
 // least once and the store holds every message exactly once.
@@ -23,7 +23,8 @@
 // cannot fail its neighbours.
 //
 // Lifecycle: Run(ctx) runs the writers until ctx ends; Accept calls made
-// after that fail with conv.ErrUnavailable. Events are published by the
-// calling goroutine after its commit, outside the writer, so a slow bus
-// does not hold the database lock.
+// after that fail with conv.ErrUnavailable. Events are published by one
+// publisher goroutine after each commit, outside the writers, so a slow
+// bus does not hold the database lock. AcceptAll takes a bus batch of
+// envelopes in one call.
 package ingest

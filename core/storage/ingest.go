@@ -43,23 +43,11 @@ type IngestOutcome struct {
 	Reopened bool
 }
 
-// BatchIngester is an optional capability of a Tx: storing many envelopes
-// in a few round trips rather than the eight or so statements per envelope
-// of IngestEach. Ingest uses it when the Tx has it.
-//
-// Outcomes and effects must equal IngestEach's for the same items, applied
-// in IngestOrder (IngestSets allows itself one difference: the outcomes of
-// one conversation carry its reply deadline as after the whole batch). An error means the transaction must roll back; it names
-// the envelope that failed and wraps the same conv error kind IngestEach
-// would return for it, so a caller can retry the envelopes one by one to
-// isolate it.
-type BatchIngester interface {
-	IngestBatch(ctx context.Context, items []IngestItem) ([]IngestOutcome, error)
-}
-
 // Ingest stores items in tx and returns their outcomes in the order given
-// (applying them in IngestOrder): through tx's IngestBatch when tx is a
-// BatchIngester, else IngestEach. Then a conversation that a system
+// (applying them in IngestOrder): set-wise (IngestSets) when tx is a
+// SetIngester, else IngestEach. An error means the transaction must roll
+// back; it wraps the conv error kind of what failed, so a caller can retry
+// the envelopes one by one to isolate a bad one. Then a conversation that a system
 // envelope opened and that holds nothing but that event is resolved: a
 // channel event (a follow, a QR scan) is recorded on the customer's history
 // but does not put a conversation in front of an agent. The customer's
@@ -69,8 +57,8 @@ func Ingest(ctx context.Context, tx Tx, items []IngestItem) ([]IngestOutcome, er
 		out []IngestOutcome
 		err error
 	)
-	if b, ok := tx.(BatchIngester); ok {
-		out, err = b.IngestBatch(ctx, items)
+	if s, ok := tx.(SetIngester); ok {
+		out, err = IngestSets(ctx, s, items)
 	} else {
 		out, err = IngestEach(ctx, tx, items)
 	}
@@ -151,7 +139,7 @@ func IngestOrder(items []IngestItem) []int {
 }
 
 // IngestEach stores items one after another, in IngestOrder, through Tx's
-// methods. It is the reference semantics every BatchIngester reproduces.
+// methods. It is the reference semantics IngestSets reproduces.
 // For each envelope: dedup on (channel, external id), returning the stored message
 // and its conversation; resolve or create the contact by identity (named
 // FromName); reuse the open conversation of (channel, contact) or open one

@@ -10,11 +10,14 @@ import (
 	"github.com/switchboard-hq/switchboard/core/conv"
 )
 
-// SetIngester is what a store's transaction provides for IngestSets: each
-// step of ingest as one call for the whole batch, which the store runs as
-// one statement (or one round trip) rather than one per envelope.
+// SetIngester is an optional capability of a Tx, which Ingest uses when
+// the Tx has it: each step of ingest as one call for the whole batch, which
+// the store runs as one statement (or one round trip) rather than the
+// eight or so statements per envelope of IngestEach.
 type SetIngester interface {
 	Tx
+	// IDs makes the ids of what a batch creates when its items name none.
+	IDs() *conv.IDGen
 	// LookupIngest reads the groups of channels (a channel that does not
 	// exist for the tenant is absent), the messages stored under keys, and
 	// the contacts owning identities.
@@ -77,8 +80,7 @@ type GroupAppend struct {
 	Created, Updated time.Time
 }
 
-// IngestSets is a BatchIngester's IngestBatch built on a store's set-wise
-// steps: one lookup for the batch, contacts for the new senders, one
+// IngestSets stores items through a store's set-wise steps: one lookup for the batch, contacts for the new senders, one
 // conversation upsert per (channel, contact), one insert of every message.
 // Rows are claimed in one order by every batch — new identities by (kind,
 // external id), then conversations by (channel, contact) — so concurrent
@@ -86,14 +88,14 @@ type GroupAppend struct {
 // IngestEach's, except that the outcomes of one conversation carry its
 // reply deadline as after the whole batch. Threaded envelopes go through
 // IngestEach.
-func IngestSets(ctx context.Context, tx SetIngester, items []IngestItem, ids *conv.IDGen) ([]IngestOutcome, error) {
+func IngestSets(ctx context.Context, tx SetIngester, items []IngestItem) ([]IngestOutcome, error) {
 	if len(items) == 0 {
 		return []IngestOutcome{}, nil
 	}
 	if slices.ContainsFunc(items, func(it IngestItem) bool { return it.In.Thread != nil }) {
 		return IngestEach(ctx, tx, items)
 	}
-	b, err := newSetBatch(tx, items, ids)
+	b, err := newSetBatch(tx, items, tx.IDs())
 	if err != nil {
 		return nil, err
 	}

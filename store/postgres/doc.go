@@ -33,7 +33,7 @@
 // EnsureContact and OpenConversation settle on unique indexes with ON
 // CONFLICT DO NOTHING and read the winner's row.
 //
-// Ingest: Tx.IngestBatch (storage.BatchIngester) stores a batch of inbound
+// Ingest: the Tx is a storage.SetIngester; storage.Ingest stores a batch of inbound
 // envelopes set-wise, a statement per step for the whole batch (lookup,
 // new contacts, one upsert on conversations_one_open per conversation,
 // one insert of the messages) in three round trips when every sender is

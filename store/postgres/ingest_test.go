@@ -62,7 +62,7 @@ func (f *ingestFixture) ingest(t *testing.T, items ...storage.IngestItem) []stor
 	return out
 }
 
-// race runs first in a transaction that stays open until an IngestBatch
+// race runs first in a transaction that stays open until a set-wise ingest
 // of second, in another transaction, is waiting for one of its locks;
 // then it commits first and returns second's first outcome.
 func (f *ingestFixture) race(t *testing.T, first func(ctx context.Context, tx storage.Tx) error, second ...storage.IngestItem) storage.IngestOutcome {
@@ -140,9 +140,9 @@ func (f *ingestFixture) raceBatch(t *testing.T, first func(ctx context.Context, 
 	return r.out
 }
 
-// TestIngestBatchRaces: what IngestBatch does when another transaction
+// TestIngestBatchRaces: what the set-wise ingest does when another transaction
 // holds what it needs. Each case lets the other transaction commit while
-// IngestBatch waits, then checks it settled on the other's rows.
+// it waits, then checks it settled on the other's rows.
 func TestIngestBatchRaces(t *testing.T) {
 	testenv.Require(t, "SWITCHBOARD_TEST_POSTGRES")
 	t.Parallel()
@@ -244,7 +244,7 @@ func TestIngestBatchRaces(t *testing.T) {
 	})
 }
 
-// TestIngestBatchUnderRLS: IngestBatch's statements run under Row-Level
+// TestIngestBatchUnderRLS: the set-wise ingest's statements run under Row-Level
 // Security like every statement of the runtime role. Given tenant A's
 // channel in tenant B's transaction, it finds no channel and writes
 // nothing. So does ingest_envelope, kept for nodes of the previous
@@ -266,7 +266,7 @@ func TestIngestBatchUnderRLS(t *testing.T) {
 		return err
 	})
 	if !errors.Is(err, conv.ErrNotFound) {
-		t.Fatalf("IngestBatch naming another tenant's channel = %v, want not found", err)
+		t.Fatalf("set-wise ingest naming another tenant's channel = %v, want not found", err)
 	}
 
 	var definer bool

@@ -21,7 +21,7 @@
 // it would wait for the semaphore its caller holds. Reads outside Tx (Tenant, Tenants, DeadLetters) run
 // concurrently on the pool's other connections.
 //
-// Ingest: Tx.IngestBatch (storage.SetIngester through storage.IngestSets)
+// Ingest: the Tx is a storage.SetIngester; storage.Ingest (IngestSets)
 // runs each step of a batch as one statement, its rows passed as one JSON
 // array read with json_each and joined to the unique indexes first
 // (TestQueryPlans pins those plans). With one writer no other transaction

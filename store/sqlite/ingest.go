@@ -11,21 +11,17 @@ import (
 	"github.com/switchboard-hq/switchboard/core/storage"
 )
 
-var (
-	_ storage.BatchIngester = (*tx)(nil)
-	_ storage.SetIngester   = (*tx)(nil)
-)
+// tx is a storage.SetIngester: storage.Ingest stores a batch set-wise
+// (storage.IngestSets). The lookups are one statement each for the whole
+// batch, its keys passed as one JSON array read with json_each; the writes
+// are multi-row statements of up to 64 rows with bound values (parsing
+// JSON per row cost a fifth of the writes). That replaces the eight or so
+// statements per envelope of storage.IngestEach (~230 µs of the single
+// writer's time each, most of it per-statement overhead).
+var _ storage.SetIngester = (*tx)(nil)
 
-// IngestBatch stores items set-wise (storage.IngestSets): the lookups are
-// one statement each for the whole batch, its keys passed as one JSON
-// array read with json_each; the writes are multi-row statements of up to
-// 64 rows with bound values (parsing JSON per row cost a fifth of the
-// writes). That replaces the eight or so statements per envelope
-// of storage.IngestEach (~230 µs of the single writer's time each, most of
-// it per-statement overhead).
-func (t *tx) IngestBatch(ctx context.Context, items []storage.IngestItem) ([]storage.IngestOutcome, error) {
-	return storage.IngestSets(ctx, t, items, t.s.ids)
-}
+// IDs makes the ids of what a batch creates when its items name none.
+func (t *tx) IDs() *conv.IDGen { return t.s.ids }
 
 // int64s renders ids as JSON numbers (conv ids marshal as strings).
 func int64s[T ~int64](ids []T) []int64 {

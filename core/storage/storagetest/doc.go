@@ -6,7 +6,7 @@
 //
 // An implementation's test calls Run with a Harness that makes fresh, empty,
 // migrated stores. The ingest tests go through storage.Ingest, so they pin
-// a store's BatchIngester where it has one; RunIngest runs only those, for
+// a store's set-wise path where it has one; RunIngest runs only those, for
 // a store that also wants storage.IngestEach checked on its database. The suite brings its own Sealer (AES-256-GCM with key ids,
 // standard library only) so that sealing, associated data and key rotation
 // are checked without core/secret.

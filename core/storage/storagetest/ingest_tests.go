@@ -13,8 +13,8 @@ import (
 	"github.com/switchboard-hq/switchboard/core/storage"
 )
 
-// The ingest tests run storage.Ingest, which takes the store's
-// BatchIngester when its Tx has one and storage.IngestEach otherwise, so
+// The ingest tests run storage.Ingest, which goes set-wise when the
+// store's Tx is a storage.SetIngester and storage.IngestEach otherwise, so
 // one set of expectations pins both and a store's batch path must equal
 // the reference.
 

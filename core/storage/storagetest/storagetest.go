@@ -97,7 +97,7 @@ var ingestTests = []struct {
 }
 
 // RunIngest runs only the storage.Ingest tests: for a store that wants
-// them against another path too (its BatchIngester hidden by WithoutBatch,
+// them against another path too (its set-wise path hidden by WithoutBatch,
 // so that storage.IngestEach answers to the same expectations).
 func RunIngest(t *testing.T, h Harness) {
 	if h.New == nil {
@@ -372,7 +372,7 @@ func same[T any](t *testing.T, what string, got, want T) {
 	}
 }
 
-// WithoutBatch hides s's batch ingest: its transactions are plain
+// WithoutBatch hides s's set-wise ingest: its transactions are plain
 // storage.Tx, so storage.Ingest takes storage.IngestEach. Unwrap returns s.
 func WithoutBatch(s storage.Store) storage.Store { return eachStore{s} }
 
