@@ -138,7 +138,7 @@ func (c *Connector) receive(ctx context.Context, ch *channel, m imapwatch.Mail) 
 	if msg != nil {
 		if msg.From.Email != "" {
 			in.From = EmailIdentity(msg.From.Email)
-			in.FromName = clip(msg.From.Name, maxName)
+			in.FromName = conv.Clip(msg.From.Name, maxName)
 		}
 		if !msg.Date.IsZero() && !msg.Date.After(now) {
 			in.SentAt = msg.Date
@@ -202,8 +202,8 @@ func (c *Connector) receive(ctx context.Context, ch *channel, m imapwatch.Mail) 
 		r.unreadable = true
 		reason := "it could not be shown (" + oneLine(err.Error()) + ")"
 		in.Parts = []conv.Part{
-			{Type: conv.PartEmail, Email: &conv.Email{Raw: em.Raw, Error: clip(reason, 500)}},
-			{Type: conv.PartText, Text: clip("This mail could not be read: "+reason+".", 1000)},
+			{Type: conv.PartEmail, Email: &conv.Email{Raw: em.Raw, Error: conv.Clip(reason, 500)}},
+			{Type: conv.PartText, Text: conv.Clip("This mail could not be read: "+reason+".", 1000)},
 		}
 		in.Thread = &conv.Thread{}
 		in.FromName = ""
@@ -250,7 +250,7 @@ func parseProblem(err error) string {
 	case errors.Is(err, mail.ErrTooLarge):
 		return "it, its header or one of its parts is over the size limits"
 	}
-	return "it is malformed (" + clip(oneLine(strings.TrimPrefix(err.Error(), "mail.Parse: ")), 300) + ")"
+	return "it is malformed (" + conv.Clip(oneLine(strings.TrimPrefix(err.Error(), "mail.Parse: ")), 300) + ")"
 }
 
 func bounceReason(b *mail.Bounce) string {
@@ -259,13 +259,13 @@ func bounceReason(b *mail.Bounce) string {
 	if what == "" {
 		what = "no reason given"
 	}
-	return clip("bounced by "+who+": "+what, 1000)
+	return conv.Clip("bounced by "+who+": "+what, 1000)
 }
 
 // fillEmail copies a parsed mail's headers into the email part, within
 // conv's bounds.
 func fillEmail(em *conv.Email, msg *mail.Message) {
-	em.Subject = clip(msg.Subject, maxSubject)
+	em.Subject = conv.Clip(msg.Subject, maxSubject)
 	if msg.From.Email != "" {
 		em.From = formatAddress(msg.From)
 	}
@@ -317,7 +317,7 @@ func threadOf(ch *channel, msg *mail.Message) *conv.Thread {
 	}
 	if subject := mail.NormalizeSubject(msg.Subject); subject != "" && msg.From.Email != "" {
 		// Room for the prefix core stores it under.
-		th.Weak = clip(strings.ToLower(msg.From.Email)+"\n"+subject, conv.MaxThreadKeyLen-16)
+		th.Weak = conv.Clip(strings.ToLower(msg.From.Email)+"\n"+subject, conv.MaxThreadKeyLen-16)
 	}
 	return th
 }
@@ -380,7 +380,7 @@ func (c *Connector) storeFile(ch *channel, storeAs, name, mimeType string, data 
 	if shownImage(mimeType) {
 		typ = conv.PartImage
 	}
-	return conv.Part{Type: typ, URL: c.cfg.Media.URL(key), Name: cmp.Or(clip(name, maxName), "attachment"), MIME: mimeType, Size: n}, nil
+	return conv.Part{Type: typ, URL: c.cfg.Media.URL(key), Name: cmp.Or(conv.Clip(name, maxName), "attachment"), MIME: mimeType, Size: n}, nil
 }
 
 // shownImage: the image types the console shows inline; any other image
@@ -420,7 +420,7 @@ func fitText(text string, notes []string) string {
 // formatAddress renders a mailbox as "Name <addr>", quoting the name when
 // it holds characters that are special in an address.
 func formatAddress(a mail.Address) string {
-	name := clip(a.Name, maxName)
+	name := conv.Clip(a.Name, maxName)
 	if name == "" {
 		return a.Email
 	}
@@ -428,18 +428,6 @@ func formatAddress(a mail.Address) string {
 		name = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name) + `"`
 	}
 	return name + " <" + a.Email + ">"
-}
-
-// clip cuts s to at most n bytes on a rune boundary.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // clipRunes cuts s to at most n runes.
@@ -460,5 +448,5 @@ func clipRunes(s string, n int) string {
 // oneLine makes an error text fit a status or a reason: one line, bounded.
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	return clip(s, 500)
+	return conv.Clip(s, 500)
 }

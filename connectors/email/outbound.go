@@ -48,13 +48,13 @@ func (c *Connector) Outbound(ctx context.Context, out conv.Outbound) error {
 		reason := "Retrying — " + explain(err)
 		c.log.WarnContext(ctx, "email: send will be retried", "message", out.Message.ID, "reason", reason)
 		still := conv.Delivery{TenantID: out.TenantID, MessageID: out.Message.ID, Status: conv.MsgPending,
-			Reason: clip(reason, 1000), At: c.cfg.Now().UTC()}
+			Reason: conv.Clip(reason, 1000), At: c.cfg.Now().UTC()}
 		if perr := c.cfg.Bus.PublishDelivery(ctx, still); perr != nil {
 			c.log.WarnContext(ctx, "email: retry report lost", "message", out.Message.ID, "err", perr)
 		}
 		return fmt.Errorf("email send %s: %w", out.Message.ID, err)
 	default:
-		d.Status, d.Reason = conv.MsgFailed, clip(explain(err), 1000)
+		d.Status, d.Reason = conv.MsgFailed, conv.Clip(explain(err), 1000)
 		c.log.WarnContext(ctx, "email: send failed", "message", out.Message.ID, "reason", d.Reason)
 	}
 	d.At = c.cfg.Now().UTC()
@@ -311,7 +311,7 @@ func (c *Connector) outgoing(ch *channel, out conv.Outbound, prev *conv.Email) (
 // never make us fetch anything else.
 func (c *Connector) attachment(tenant conv.TenantID, p conv.Part, limit int64) (mail.Attachment, error) {
 	if !media.Owned(p.URL, tenant) {
-		return mail.Attachment{}, fmt.Errorf("%w: attachment %q is not a file uploaded to this workspace", conv.ErrInvalid, clip(p.Name, maxName))
+		return mail.Attachment{}, fmt.Errorf("%w: attachment %q is not a file uploaded to this workspace", conv.ErrInvalid, conv.Clip(p.Name, maxName))
 	}
 	u, _ := url.Parse(p.URL)
 	key := strings.TrimPrefix(u.Path, media.URLPrefix)
@@ -324,7 +324,7 @@ func (c *Connector) attachment(tenant conv.TenantID, p conv.Part, limit int64) (
 	f, err := c.cfg.Media.Open(key, fresh.Query())
 	if err != nil {
 		if errors.Is(err, conv.ErrNotFound) {
-			return mail.Attachment{}, fmt.Errorf("%w: attachment %q is gone from the media store", conv.ErrInvalid, clip(p.Name, maxName))
+			return mail.Attachment{}, fmt.Errorf("%w: attachment %q is gone from the media store", conv.ErrInvalid, conv.Clip(p.Name, maxName))
 		}
 		return mail.Attachment{}, err
 	}
@@ -335,7 +335,7 @@ func (c *Connector) attachment(tenant conv.TenantID, p conv.Part, limit int64) (
 	}
 	if int64(len(data)) > limit {
 		return mail.Attachment{}, fmt.Errorf("%w: attachment %q is over the channel's limit of %s", conv.ErrInvalid,
-			clip(p.Name, maxName), media.HumanBytes(limit))
+			conv.Clip(p.Name, maxName), media.HumanBytes(limit))
 	}
 	mt := "application/octet-stream"
 	if t, _, err := mime.ParseMediaType(p.MIME); err == nil && !strings.ContainsAny(p.MIME, "\r\n") {
@@ -350,7 +350,7 @@ func (c *Connector) attachment(tenant conv.TenantID, p conv.Part, limit int64) (
 	if name == "" {
 		name = "attachment"
 	}
-	return mail.Attachment{Filename: clip(name, maxName), ContentType: mt, Data: data}, nil
+	return mail.Attachment{Filename: conv.Clip(name, maxName), ContentType: mt, Data: data}, nil
 }
 
 // parseAddresses reads "Name <addr>" or "addr" mailboxes.
@@ -359,7 +359,7 @@ func parseAddresses(list []string) ([]mail.Address, error) {
 	for _, s := range list {
 		a, err := netmail.ParseAddress(s)
 		if err != nil || strings.ContainsAny(s, "\r\n") {
-			return nil, fmt.Errorf("%w: %q is not an email address", conv.ErrInvalid, clip(s, maxName))
+			return nil, fmt.Errorf("%w: %q is not an email address", conv.ErrInvalid, conv.Clip(s, maxName))
 		}
 		out = append(out, mail.Address{Name: a.Name, Email: a.Address})
 	}

@@ -218,3 +218,24 @@ func TestUpdatesAndPendingReports(t *testing.T) {
 		t.Errorf("a pending report with a reason: %v", err)
 	}
 }
+
+func TestClipAndShorten(t *testing.T) {
+	for _, tc := range []struct {
+		s         string
+		n         int
+		clip, cut string
+	}{
+		{"abc", 3, "abc", "abc"},
+		{"abcd", 3, "abc", "abc…"},
+		{"你好", 4, "你", "你…"}, // 3 bytes each: the second is not split
+		{"你好", 2, "", "…"},
+		{"", 0, "", ""},
+	} {
+		if got := Clip(tc.s, tc.n); got != tc.clip {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.clip)
+		}
+		if got := Shorten(tc.s, tc.n); got != tc.cut {
+			t.Errorf("Shorten(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.cut)
+		}
+	}
+}

@@ -38,7 +38,7 @@ func (id *ID[K]) UnmarshalText(b []byte) error {
 	}
 	v, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil || v < 0 {
-		return fmt.Errorf("%w: id %q is not a non-negative decimal integer", ErrInvalid, truncate(string(b), 32))
+		return fmt.Errorf("%w: id %q is not a non-negative decimal integer", ErrInvalid, Shorten(string(b), 32))
 	}
 	*id = ID[K](v)
 	return nil
@@ -133,11 +133,4 @@ func NewID[T ~int64](g *IDGen) T { return T(g.Next()) }
 // Time returns the creation time encoded in a generated id.
 func (id ID[K]) Time() time.Time {
 	return Epoch.Add(time.Duration(int64(id)>>(nodeBits+seqBits)) * time.Millisecond)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

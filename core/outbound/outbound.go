@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-	"unicode/utf8"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/storage"
@@ -247,7 +246,7 @@ func (s *Service) ApplyDelivery(ctx context.Context, d conv.Delivery) error {
 	)
 	err := s.cfg.Store.Tx(ctx, d.TenantID, func(tx storage.Tx) error {
 		var err error
-		m, changed, err = tx.SetMessageStatus(ctx, d.MessageID, d.Status, truncate(d.Reason, 1024), d.ExternalID)
+		m, changed, err = tx.SetMessageStatus(ctx, d.MessageID, d.Status, conv.Clip(d.Reason, 1024), d.ExternalID)
 		return err
 	})
 	if err != nil {
@@ -344,15 +343,4 @@ func (s *Service) RunSweeper(ctx context.Context, lease Lease, holder string, in
 			s.cfg.Logger.WarnContext(ctx, "sweep", "err", err)
 		}
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }

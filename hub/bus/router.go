@@ -10,7 +10,6 @@ import (
 	"maps"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -166,7 +165,7 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 		if md == nil {
 			md = message.Metadata{}
 		}
-		md.Set(middleware.ReasonForPoisonedKey, truncate(md.Get(middleware.ReasonForPoisonedKey), maxReason))
+		md.Set(middleware.ReasonForPoisonedKey, conv.Shorten(md.Get(middleware.ReasonForPoisonedKey), maxReason))
 		md.Set(MetaPoisonedUUID, m.UUID)
 		md.Set(MetaPoisonedAt, time.Now().UTC().Format(time.RFC3339Nano))
 		// Deterministic, so that re-poisoning after a crash between
@@ -197,7 +196,7 @@ func (b *Bus) AddDeadLetterSink(r *message.Router, sink DeadLetterSink) error {
 		switch {
 		case err == nil, errors.Is(err, conv.ErrConflict):
 			b.log.Warn("dead letter", "topic", d.Topic, "handler", d.Handler, "message_uuid", d.MessageID,
-				"tenant_id", d.TenantID, "reason", truncate(d.Reason, 512))
+				"tenant_id", d.TenantID, "reason", conv.Shorten(d.Reason, 512))
 			return nil
 		case conv.Permanent(err):
 			b.log.Error("dead letter rejected by the sink; it stays in the POISON stream", "topic", d.Topic,
@@ -239,15 +238,4 @@ func deadLetter(msg *message.Message) conv.DeadLetter {
 		d.TenantID, _ = conv.ParseID[conv.TenantID](md.Get("tenant_id"))
 	}
 	return d
-}
-
-// truncate cuts s to at most n bytes on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

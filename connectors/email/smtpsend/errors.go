@@ -106,7 +106,7 @@ func (e *SendError) Reason() string {
 	if n := len(e.Rejected); n > 1 {
 		r += fmt.Sprintf(" (+%d more recipients refused)", n-1)
 	}
-	return truncate(r, 300)
+	return conv.Shorten(r, 300)
 }
 
 func (e *SendError) reply() string {
@@ -232,17 +232,7 @@ func clean(s string) string {
 		}
 		return r
 	}, s)
-	return truncate(strings.Join(strings.Fields(s), " "), maxMessage)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
+	return conv.Shorten(strings.Join(strings.Fields(s), " "), maxMessage)
 }
 
 // splitReply splits a reply text into its enhanced status code (RFC 3463,
