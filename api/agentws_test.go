@@ -14,9 +14,7 @@ import (
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/outbound"
-	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"github.com/switchboard-hq/switchboard/internal/wsframe"
-	"github.com/switchboard-hq/switchboard/store/memory"
 )
 
 type noReplies struct{}
@@ -38,39 +36,17 @@ func (noDrain) Drain(context.Context, conv.TenantID) (int, error) { return 0, ni
 // revoked token cannot open a new one (401).
 func TestAgentSocketClosedOnRevoke(t *testing.T) {
 	ctx := context.Background()
-	st, ids := testenv.SQLiteStore(t)
-	svc, err := auth.New(auth.Config{Store: st, Limiter: memory.NewLimiter(memory.Config{}), IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tenant := conv.NewID[conv.TenantID](ids)
-	if err := st.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "acme", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.CreateAgent(ctx, tenant, auth.NewAgent{Email: "ann@example.com", Name: "Ann", Password: "correct horse battery"}); err != nil {
-		t.Fatal(err)
-	}
-	tl, err := memory.NewTimelines(memory.TimelinesConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(api.Config{Auth: svc, Console: &api.Console{
-		Store: st, Replies: noReplies{}, Events: noEvents{}, Timelines: tl, Fanout: memory.NewFanout(),
-		Presence: memory.NewPresence(memory.Config{}), Dispatch: noDrain{},
-		// Sockets re-check their token every third of this.
-		PresenceTTL: 300 * time.Millisecond,
-	}})
+	a := newAcme(t, auth.Config{})
+	console := a.console(t, noReplies{})
+	console.PresenceTTL = 300 * time.Millisecond // sockets re-check their token every third of this
+	srv, err := api.New(api.Config{Auth: a.auth, Console: console})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 
-	code, out, _ := do(t, "POST", hs.URL+"/v1/auth/login", "", `{"tenant":"acme","email":"ann@example.com","password":"correct horse battery"}`)
-	if code != 200 {
-		t.Fatalf("login = %d %v", code, out)
-	}
-	tok := out["token"].(string)
+	tok := loginAnn(t, hs.URL)
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(hs.URL, "http")+"/v1/agent/ws?token="+tok, nil)

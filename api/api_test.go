@@ -13,6 +13,7 @@ import (
 	"github.com/switchboard-hq/switchboard/api"
 	"github.com/switchboard-hq/switchboard/core/auth"
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/core/storage"
 	"github.com/switchboard-hq/switchboard/internal/testenv"
 	"github.com/switchboard-hq/switchboard/store/memory"
 )
@@ -24,23 +25,65 @@ type server struct {
 	now    *time.Time
 }
 
-func newServer(t *testing.T) server {
+// acme is a SQLite store holding the tenant "acme" and its agent Ann
+// (password "correct horse battery"), and the auth service over it.
+type acme struct {
+	st     storage.Store
+	ids    *conv.IDGen
+	auth   *auth.Service
+	tenant conv.TenantID
+	ann    conv.Agent
+}
+
+// newAcme makes an acme; cfg is the auth configuration but for Store,
+// Limiter and IDs, which it fills in.
+func newAcme(t *testing.T, cfg auth.Config) acme {
 	t.Helper()
 	ctx := context.Background()
-	st, ids := testenv.SQLiteStore(t)
-	now := time.Now()
-	svc, err := auth.New(auth.Config{Store: st, Limiter: memory.NewLimiter(memory.Config{}), IDs: ids, PerAccount: 5, TTL: time.Hour,
-		Now: func() time.Time { return now }})
+	a := acme{}
+	a.st, a.ids = testenv.SQLiteStore(t)
+	cfg.Store, cfg.Limiter, cfg.IDs = a.st, memory.NewLimiter(memory.Config{}), a.ids
+	var err error
+	if a.auth, err = auth.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	a.tenant = conv.NewID[conv.TenantID](a.ids)
+	if err := a.st.CreateTenant(ctx, conv.Tenant{ID: a.tenant, Name: "acme", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if a.ann, err = a.auth.CreateAgent(ctx, a.tenant, auth.NewAgent{Email: "Ann@Example.com", Name: "Ann", Password: "correct horse battery"}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// console is a Console over a's store with one-node live state, replies
+// going to replies and events nowhere.
+func (a acme) console(t *testing.T, replies api.Replier) *api.Console {
+	t.Helper()
+	tl, err := memory.NewTimelines(memory.TimelinesConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := conv.NewID[conv.TenantID](ids)
-	if err := st.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "acme", CreatedAt: now}); err != nil {
-		t.Fatal(err)
+	return &api.Console{Store: a.st, Replies: replies, Events: noEvents{}, Timelines: tl, Fanout: memory.NewFanout(),
+		Presence: memory.NewPresence(memory.Config{}), Dispatch: noDrain{}}
+}
+
+// loginAnn logs Ann in at the server at url and returns her token.
+func loginAnn(t *testing.T, url string) string {
+	t.Helper()
+	code, out, _ := do(t, "POST", url+"/v1/auth/login", "", `{"tenant":"acme","email":"ann@example.com","password":"correct horse battery"}`)
+	if code != 200 {
+		t.Fatalf("login = %d %v", code, out)
 	}
-	if _, err := svc.CreateAgent(ctx, tenant, auth.NewAgent{Email: "Ann@Example.com", Name: "Ann", Password: "correct horse battery"}); err != nil {
-		t.Fatal(err)
-	}
+	return out["token"].(string)
+}
+
+func newServer(t *testing.T) server {
+	t.Helper()
+	now := time.Now()
+	a := newAcme(t, auth.Config{PerAccount: 5, TTL: time.Hour, Now: func() time.Time { return now }})
+	svc, tenant := a.auth, a.tenant
 	var readyErr error
 	srv, err := api.New(api.Config{Auth: svc, Checks: []api.Check{{Name: "store", Fn: func(context.Context) error { return readyErr }}}})
 	if err != nil {

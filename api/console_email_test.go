@@ -15,8 +15,6 @@ import (
 	"github.com/switchboard-hq/switchboard/core/conv"
 	"github.com/switchboard-hq/switchboard/core/outbound"
 	"github.com/switchboard-hq/switchboard/core/storage"
-	"github.com/switchboard-hq/switchboard/internal/testenv"
-	"github.com/switchboard-hq/switchboard/store/memory"
 )
 
 // recordReplies keeps the replies postMessage hands to core.
@@ -47,19 +45,8 @@ func (r *recordReplies) take() []outbound.Reply {
 // passes core exactly the checked part, then the text.
 func TestPostEmailReply(t *testing.T) {
 	ctx := context.Background()
-	st, ids := testenv.SQLiteStore(t)
-	svc, err := auth.New(auth.Config{Store: st, Limiter: memory.NewLimiter(memory.Config{}), IDs: ids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tenant := conv.NewID[conv.TenantID](ids)
-	if err := st.CreateTenant(ctx, conv.Tenant{ID: tenant, Name: "acme", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	ann, err := svc.CreateAgent(ctx, tenant, auth.NewAgent{Email: "ann@example.com", Name: "Ann", Password: "correct horse battery"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newAcme(t, auth.Config{})
+	st, ids, tenant, ann := a.st, a.ids, a.tenant, a.ann
 	convOn := map[conv.ChannelKind]conv.ConversationID{}
 	for _, kind := range []conv.ChannelKind{conv.KindEmail, conv.KindWebchat, conv.KindTest} {
 		err := st.Tx(ctx, tenant, func(tx storage.Tx) error {
@@ -79,25 +66,14 @@ func TestPostEmailReply(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tl, err := memory.NewTimelines(memory.TimelinesConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	replies := &recordReplies{}
-	srv, err := api.New(api.Config{Auth: svc, Console: &api.Console{
-		Store: st, Replies: replies, Events: noEvents{}, Timelines: tl, Fanout: memory.NewFanout(),
-		Presence: memory.NewPresence(memory.Config{}), Dispatch: noDrain{},
-	}})
+	srv, err := api.New(api.Config{Auth: a.auth, Console: a.console(t, replies)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	code, out, _ := do(t, "POST", hs.URL+"/v1/auth/login", "", `{"tenant":"acme","email":"ann@example.com","password":"correct horse battery"}`)
-	if code != 200 {
-		t.Fatalf("login = %d %v", code, out)
-	}
-	tok := out["token"].(string)
+	tok := loginAnn(t, hs.URL)
 
 	email := func(fields string) string { return `{"type":"email","email":{` + fields + `}}` }
 	text := `{"type":"text","text":"Sorry about that — a new kettle is on its way."}`
@@ -187,7 +163,7 @@ func TestPostEmailReply(t *testing.T) {
 
 	// Another tenant's or an unknown conversation is not found, headers or
 	// not.
-	code, out, _ = do(t, "POST", hs.URL+"/v1/conversations/12345/messages", tok, `{"parts":[`+email(`"subject":"Hi"`)+`,`+text+`]}`)
+	code, out, _ := do(t, "POST", hs.URL+"/v1/conversations/12345/messages", tok, `{"parts":[`+email(`"subject":"Hi"`)+`,`+text+`]}`)
 	if code != 404 {
 		t.Fatalf("email reply to an unknown conversation = %d %v", code, out)
 	}
