@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,13 +14,13 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/switchboard-hq/switchboard/internal/testenv"
+
 	"github.com/switchboard-hq/switchboard/connectors/email"
 	"github.com/switchboard-hq/switchboard/connectors/email/imapwatch"
 	"github.com/switchboard-hq/switchboard/connectors/email/mail"
 	"github.com/switchboard-hq/switchboard/core/conv"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.json from the current mapping")
 
 // goldenChannel is the channel the golden mails were written to: acme's
 // support, whose Message-IDs are under mail.acme.example with testKey.
@@ -237,20 +236,7 @@ func TestGolden(t *testing.T) {
 			tc.check(t, r, em)
 
 			got := goldenView(t, e, r)
-			path := filepath.Join("testdata", tc.name+".golden.json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			wantJSON, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, wantJSON) {
-				t.Errorf("envelope differs from %s (go test -update refreshes it):\n%s", path, got)
-			}
+			testenv.Golden(t, filepath.Join("testdata", tc.name+".golden.json"), got)
 		})
 	}
 }

@@ -5,14 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.json from the current parser")
+	"github.com/switchboard-hq/switchboard/internal/testenv"
+)
 
 // testOwn are the domains the golden mails treat as ours.
 var testOwn = OwnDomains{"acme.example", "mail.acme.example"}
@@ -192,20 +191,7 @@ func TestGolden(t *testing.T) {
 			checkClean(t, m)
 			tc.check(t, m)
 			got := goldenJSON(t, m)
-			path := filepath.Join("testdata", tc.name+".golden.json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			wantJSON, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if !bytes.Equal(got, wantJSON) {
-				t.Errorf("%s differs from golden (run with -update if intended):\n%s", path, got)
-			}
+			testenv.Golden(t, filepath.Join("testdata", tc.name+".golden.json"), got)
 		})
 	}
 }

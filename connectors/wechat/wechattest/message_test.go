@@ -4,15 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
-	"flag"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/messages")
+	"github.com/switchboard-hq/switchboard/internal/testenv"
+)
 
 func goldenMessages() []struct {
 	name string
@@ -50,22 +48,7 @@ func TestMessageGolden(t *testing.T) {
 	for _, tc := range goldenMessages() {
 		t.Run(tc.name, func(t *testing.T) {
 			for ext, got := range map[string][]byte{".xml": tc.msg.XML(), ".json": tc.msg.JSON()} {
-				path := filepath.Join("testdata", "messages", tc.name+ext)
-				if *update {
-					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("%v (run with -update to create)", err)
-				}
-				if !bytes.Equal(got, want) {
-					t.Fatalf("%s:\n got %s\nwant %s", path, got, want)
-				}
+				testenv.Golden(t, filepath.Join("testdata", "messages", tc.name+ext), got)
 			}
 		})
 	}

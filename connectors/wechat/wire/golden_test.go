@@ -3,14 +3,13 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.json from the current output")
+	"github.com/switchboard-hq/switchboard/internal/testenv"
+)
 
 // goldenInputs lists testdata/*.xml and testdata/*.json (not the goldens).
 func goldenInputs(t testing.TB) []string {
@@ -64,20 +63,7 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, '\n')
-			golden := filepath.Join("testdata", name+".golden.json")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from the output (run with -update if the change is intended)\n got: %s\nwant: %s", golden, got, want)
-			}
+			testenv.Golden(t, filepath.Join("testdata", name+".golden.json"), got)
 		})
 	}
 }
