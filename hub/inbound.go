@@ -32,8 +32,10 @@ type GroupConfig struct {
 	// under MaxPayload and NATS's default max_payload of 1 MiB).
 	MaxBytes int
 	// Flushers is how many group messages may be in flight at once
-	// (default 4): the bus overlaps their writes, and one slow write does
-	// not hold every connector.
+	// (default 4): a bus a network round trip away overlaps their writes,
+	// and one slow write does not hold every connector. A bus that stores
+	// one message at a time next to the node (the embedded one) does
+	// better with 1: the next group gathers while the write is in flight.
 	Flushers int
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"sync"
@@ -33,6 +34,7 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	conc := fs.Int("concurrency", 64, "concurrent publishers (connector requests in flight)")
 	contacts := fs.Int("contacts", 1000, "distinct contacts (conversations)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace; -pprof=sched shows scheduling waits)")
 	rate := fs.Int("rate", 0, "offer envelopes at this rate per second (open loop; latency counts from each envelope's scheduled time); 0 = as fast as acks allow")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -134,6 +136,17 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	start := time.Now()
 	var wg sync.WaitGroup

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
@@ -168,10 +170,21 @@ func (vs *visitorSession) OnClose(_ *wspoll.Conn, err error) {
 	}
 	vs.out = nil
 	vs.mu.Unlock()
-	if wspoll.CloseStatus(err) == -1 && !errors.Is(err, wspoll.ErrClosed) && !errors.Is(err, wspoll.ErrPollerClosed) &&
-		!errors.Is(err, io.EOF) && !errors.Is(err, errSlow) {
-		vs.c.cfg.Logger.WarnContext(vs.ctx, "visitor socket ended", "visitor", vs.v.ID, "err", err)
+	level := slog.LevelWarn
+	if endedNormally(err) {
+		level = slog.LevelDebug
 	}
+	vs.c.cfg.Logger.Log(vs.ctx, level, "visitor socket ended", "visitor", vs.v.ID, "err", err)
+}
+
+// endedNormally tells a socket's usual ends from a fault worth a warning:
+// a close frame, our own close, the poller stopping, a visitor too slow to
+// read, or the visitor's side simply going away (EOF, or a reset or broken
+// pipe from a tab closed or a phone losing its network).
+func endedNormally(err error) bool {
+	return wspoll.CloseStatus(err) != -1 || errors.Is(err, wspoll.ErrClosed) || errors.Is(err, wspoll.ErrPollerClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, errSlow) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func errorFrame(code, msg string) map[string]string {

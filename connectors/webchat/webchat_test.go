@@ -2,9 +2,14 @@ package webchat
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
 	"testing"
 
 	"github.com/switchboard-hq/switchboard/core/conv"
+	"github.com/switchboard-hq/switchboard/internal/wspoll"
 )
 
 func TestTokenTenant(t *testing.T) {
@@ -81,4 +86,23 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("ParseConfig(%q) gave %+v", b, c)
 		}
 	})
+}
+
+func TestEndedNormally(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("wspoll: read: %w", syscall.ECONNRESET), true},
+		{fmt.Errorf("wspoll: write: %w", syscall.EPIPE), true},
+		{fmt.Errorf("wspoll: read: %w", io.EOF), true},
+		{wspoll.ErrClosed, true},
+		{errSlow, true},
+		{fmt.Errorf("wspoll: read: %w", syscall.ENOMEM), false},
+		{errors.New("handshake: bad frame"), false},
+	} {
+		if got := endedNormally(c.err); got != c.want {
+			t.Errorf("endedNormally(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }
