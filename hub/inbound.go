@@ -26,7 +26,10 @@ const (
 
 // GroupConfig bounds one group-committed inbound message.
 type GroupConfig struct {
-	// MaxEnvelopes per message (default 64).
+	// MaxEnvelopes per message (default 256). Under a steady load groups
+	// stay far smaller; the cap decides how fast a backlog that built up
+	// during a slow write drains (a cap of 64 added a few ms to the ack
+	// p99 at 10,000/s).
 	MaxEnvelopes int
 	// MaxBytes of encoded envelopes per message (default 512 KiB, well
 	// under MaxPayload and NATS's default max_payload of 1 MiB).
@@ -41,7 +44,7 @@ type GroupConfig struct {
 
 func (c *GroupConfig) setDefaults() {
 	if c.MaxEnvelopes <= 0 {
-		c.MaxEnvelopes = 64
+		c.MaxEnvelopes = 256
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 512 << 10
@@ -135,11 +138,15 @@ func (p *Publisher) PublishInbound(ctx context.Context, in conv.Inbound) error {
 
 func (p *Publisher) runGroup(g *grouper) {
 	var (
-		batch []pending
+		// One buffer for the goroutine's life: a group is done with once
+		// its waiters have their answer, and a fresh MaxEnvelopes-sized
+		// slice per write was a tenth of what a busy node allocated.
+		batch = make([]pending, 0, g.cfg.MaxEnvelopes)
 		carry *pending
 	)
 	for {
-		batch = make([]pending, 0, g.cfg.MaxEnvelopes)
+		clear(batch)
+		batch = batch[:0]
 		if carry != nil {
 			batch, carry = append(batch, *carry), nil
 		} else {

@@ -34,6 +34,7 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	conc := fs.Int("concurrency", 64, "concurrent publishers (connector requests in flight)")
 	contacts := fs.Int("contacts", 1000, "distinct contacts (conversations)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file (-sample_index=alloc_space shows what the run allocated)")
 	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace; -pprof=sched shows scheduling waits)")
 	rate := fs.Int("rate", 0, "offer envelopes at this rate per second (open loop; latency counts from each envelope's scheduled time); 0 = as fast as acks allow")
 	if err := parse(fs, args); err != nil {
@@ -166,8 +167,8 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 					due := start.Add(time.Duration(i) * time.Second / time.Duration(*rate))
 					time.Sleep(time.Until(due))
 				}
-				in := conv.Inbound{TenantID: tenant.ID, ChannelID: ch.ID, ExternalID: fmt.Sprintf("bench-%d", i),
-					From:  conv.Identity{Kind: "visitor", ExternalID: fmt.Sprintf("bench-visitor-%d", i%*contacts)},
+				in := conv.Inbound{TenantID: tenant.ID, ChannelID: ch.ID, ExternalID: "bench-" + strconv.Itoa(i),
+					From:  conv.Identity{Kind: "visitor", ExternalID: "bench-visitor-" + strconv.Itoa(i%*contacts)},
 					Parts: []conv.Part{{Type: conv.PartText, Text: "benchmark message body of a typical short length"}}, SentAt: time.Now()}
 				t0 := time.Now()
 				if *rate > 0 {
@@ -199,6 +200,16 @@ wait:
 		}
 	}
 	elapsed := time.Since(start)
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
+	}
 	wg.Wait()
 	stop()
 	<-errc
