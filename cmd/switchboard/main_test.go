@@ -230,3 +230,41 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	}
 	done <- nil
 }
+
+func TestIngestWriters(t *testing.T) {
+	for _, c := range []struct {
+		postgres string
+		flag     int
+		want     int // 0: refused
+	}{
+		{"", 0, 1},
+		{"", 1, 1},
+		{"", 2, 0}, // SQLite has one writer
+		{"postgres://db/x", 0, 2},
+		{"postgres://db/x", 8, 8},
+		{"postgres://db/x", 65, 0},
+		{"postgres://db/x", -1, 0},
+	} {
+		cfg := config{Postgres: c.postgres, IngestWriters: c.flag}
+		got, err := cfg.ingestWriters()
+		if c.want == 0 {
+			if !errors.Is(err, conv.ErrInvalid) {
+				t.Errorf("postgres %q, --ingest-writers %d: got %d, %v; want ErrInvalid", c.postgres, c.flag, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("postgres %q, --ingest-writers %d: got %d, %v; want %d", c.postgres, c.flag, got, err, c.want)
+		}
+	}
+
+	// serve refuses it before it opens anything: the data dir stays empty.
+	data := t.TempDir()
+	err := run(context.Background(), []string{"serve", "--data", data, "--ingest-writers", "3"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, conv.ErrInvalid) || !strings.Contains(err.Error(), "single writer") {
+		t.Fatalf("serve --ingest-writers 3 on SQLite = %v, want ErrInvalid naming the single writer", err)
+	}
+	if entries, _ := os.ReadDir(data); len(entries) != 0 {
+		t.Errorf("refused serve left %d entries in the data dir", len(entries))
+	}
+}

@@ -146,6 +146,10 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	if err != nil {
 		return nil, false, err
 	}
+	writers, err := c.ingestWriters()
+	if err != nil {
+		return nil, false, err
+	}
 	keys, created, err := c.keyring(c.embedded())
 	if err != nil {
 		return nil, false, err
@@ -187,10 +191,6 @@ func wire(ctx context.Context, c config, log *slog.Logger) (_ *node, firstStart 
 	}
 	n.ids = ids
 
-	writers := 1
-	if !c.embedded() {
-		writers = 4
-	}
 	if n.ingest, err = ingest.New(ingest.Config{Store: n.store, Events: n.pub, IDs: ids, Logger: log, Writers: writers}); err != nil {
 		return nil, false, err
 	}
