@@ -378,7 +378,7 @@ func benchAppend(b *testing.B, batch int) {
 // envelope) or the store's set-wise path.
 func BenchmarkIngest(b *testing.B) {
 	for _, path := range []string{"each", "batch"} {
-		for _, batch := range []int{8, 64, 256} {
+		for _, batch := range []int{3, 8, 64, 256} {
 			b.Run(fmt.Sprintf("%s/batch=%d", path, batch), func(b *testing.B) {
 				ids := testIDs(b)
 				s := open(b, filepath.Join(b.TempDir(), "bench.db"), storagetest.NewSealer(), ids)
@@ -402,6 +402,14 @@ func TestChunked(t *testing.T) {
 		})
 		if err != nil || next != n {
 			t.Fatalf("n=%d: chunks cover %d rows (%v)", n, next, err)
+		}
+		statements := 0
+		chunked(n, func(int, int) error { statements++; return nil })
+		switch {
+		case n >= 1 && n <= 4 && statements != 1:
+			t.Errorf("n=%d: %d statements, want 1", n, statements)
+		case n < 64 && statements > 5:
+			t.Errorf("n=%d: %d statements, want at most 5", n, statements)
 		}
 	}
 	if n := strings.Count(insertMessagesSQL[64], "?"); n != 64*13 {
