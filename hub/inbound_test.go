@@ -93,6 +93,75 @@ func TestGroupInboundSharesOneWrite(t *testing.T) {
 	}
 }
 
+// With MinInterval a write that would start too soon after the last one
+// waits out the rest, and envelopes arriving meanwhile join it; after a
+// quiet spell nothing waits.
+func TestGroupInboundMinInterval(t *testing.T) {
+	var c capture
+	p := NewPublisher(&c)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var mu sync.Mutex
+	clock := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	waits := make(chan time.Duration, 4)
+	proceed := make(chan struct{})
+	sleep := func(d time.Duration) { waits <- d; <-proceed }
+	p.GroupInbound(ctx, GroupConfig{Flushers: 1, MinInterval: 5 * time.Millisecond, now: now, sleep: sleep})
+
+	errs := make(chan error, 21)
+	publish := func(i int) { errs <- p.PublishInbound(ctx, envelope(i)) }
+	// done waits for n publishes, failing on any wait meanwhile.
+	done := func(n int, what string) {
+		t.Helper()
+		for range n {
+			select {
+			case err := <-errs:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case d := <-waits:
+				t.Fatalf("%s: the write waited %v", what, d)
+			}
+		}
+	}
+
+	go publish(0)
+	done(1, "first write") // nothing was written before: no wait
+	advance(time.Millisecond)
+	go publish(1)
+	select {
+	case d := <-waits:
+		if d != 4*time.Millisecond {
+			t.Fatalf("1 ms after the last write started, the next waited %v, want the remaining 4ms", d)
+		}
+	case err := <-errs:
+		t.Fatalf("1 ms after the last write started, the next went out at once (%v)", err)
+	}
+	for i := 2; i <= 20; i++ {
+		go publish(i)
+	}
+	testenv.WaitFor(t, 10*time.Second, "19 envelopes queued during the wait",
+		func() bool { return len(p.group.Load().queue) == 19 })
+	advance(4 * time.Millisecond)
+	proceed <- struct{}{}
+	done(20, "the group after the wait")
+	if len(c.msgs) != 2 || c.msgs[1].Metadata.Get(MetaType) != TypeInboundBatch {
+		t.Fatalf("%d bus messages, want 2 (envelope 0 alone, then 1–20 as one group)", len(c.msgs))
+	}
+	if envs, err := DecodeInbound(c.msgs[1]); err != nil || len(envs) != 20 {
+		t.Fatalf("second write holds %d envelopes (%v), want 20", len(envs), err)
+	}
+
+	advance(time.Second) // a quiet spell
+	go publish(21)
+	done(1, "after a quiet spell")
+	if len(c.msgs) != 3 {
+		t.Fatalf("%d bus messages, want 3", len(c.msgs))
+	}
+}
+
 func TestPublishInboundRefusesInvalidEnvelope(t *testing.T) {
 	var c capture
 	bad := envelope(1)

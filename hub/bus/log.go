@@ -29,11 +29,17 @@ func (w wmLogger) log(level slog.Level, msg string, fields watermill.LogFields, 
 	if !w.l.Enabled(ctx, level) {
 		return
 	}
-	args := make([]any, 0, 2*len(fields)+len(extra))
+	w.l.Log(ctx, level, msg, args(fields, extra...)...)
+}
+
+// args renders watermill's fields as slog's key-value pairs, sorted by key
+// (a map has no order, a log line should), then extra.
+func args(fields watermill.LogFields, extra ...any) []any {
+	out := make([]any, 0, 2*len(fields)+len(extra))
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
-		args = append(args, k, fields[k])
+		out = append(out, k, fields[k])
 	}
-	w.l.Log(ctx, level, msg, append(args, extra...)...)
+	return append(out, extra...)
 }
 
 func (w wmLogger) Error(msg string, err error, fields watermill.LogFields) {
@@ -49,11 +55,7 @@ func (w wmLogger) Trace(msg string, fields watermill.LogFields) {
 	w.log(watermill.LevelTrace, msg, fields)
 }
 func (w wmLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
-	args := make([]any, 0, 2*len(fields))
-	for _, k := range slices.Sorted(maps.Keys(fields)) {
-		args = append(args, k, fields[k])
-	}
-	return wmLogger{l: w.l.With(args...)}
+	return wmLogger{l: w.l.With(args(fields)...)}
 }
 
 // serverLogger adapts slog for the embedded nats-server. Its notices (the
