@@ -48,7 +48,10 @@ type GroupConfig struct {
 	// behind them, which on a machine short of cores or disk flushes takes
 	// more off the tail latency than the pause adds (Kafka's linger.ms is
 	// the same trade). An envelope after a quiet spell longer than
-	// MinInterval waits for nothing.
+	// MinInterval waits for nothing. It also bounds the rate of callers
+	// that wait on a fixed number of envelopes at once: C in flight get at
+	// most C envelopes per MinInterval plus a write (64 connector requests
+	// and 4 ms: ~13,000/s, where 19,000 went through without it).
 	MinInterval time.Duration
 
 	// now and sleep are the clock (tests replace them).

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/switchboard-hq/switchboard/core/conv"
 )
 
 // cmdBenchChat is the chat load generator. It starts a server (the embedded
@@ -39,9 +40,16 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	agents := fs.Int("agents", 4, "agents, one console socket each")
 	messages := fs.Int("messages", 20000, "messages visitors send in total")
 	rate := fs.Int("rate", 2000, "messages offered per second (open loop)")
+	warmup := fs.Duration("warmup", 3*time.Second, "send at the rate this long first, not measured: a run's first seconds pay for caches, heap and stacks growing")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if *messages <= 0 || *rate <= 0 || *warmup < 0 {
+		return fmt.Errorf("%w: --messages and --rate must be positive, --warmup not negative", conv.ErrInvalid)
+	}
+	// Messages 0..nWarm-1 are the warm-up at the rate; the rest are measured.
+	nWarm := int(warmup.Seconds() * float64(*rate))
+	total := nWarm + *messages
 	if *visitors <= 0 {
 		*visitors = max(1, *rate/4)
 	}
@@ -217,9 +225,9 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		tokens[i] = lr.Token
 	}
-	sendAt := make([]atomic.Int64, *messages)
-	seen := make([]atomic.Int64, *messages)
-	stored := make([]atomic.Int64, *messages) // the message's created_at: when ingest committed it
+	sendAt := make([]atomic.Int64, total)
+	seen := make([]atomic.Int64, total)
+	stored := make([]atomic.Int64, total) // the message's created_at: when ingest committed it
 	var delivered atomic.Int64
 	allIn := make(chan struct{})
 	extRE := regexp.MustCompile(`:m(\d+)$`)
@@ -270,11 +278,11 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					continue
 				}
 				i, _ := strconv.Atoi(m[1])
-				if i < 0 || i >= *messages || !seen[i].CompareAndSwap(0, now) {
+				if i < 0 || i >= total || !seen[i].CompareAndSwap(0, now) {
 					continue
 				}
 				stored[i].Store(f.Event.Message.CreatedAt.UnixNano())
-				if delivered.Add(1) == int64(*messages) {
+				if delivered.Add(1) == int64(total) {
 					close(allIn)
 				}
 			}
@@ -321,7 +329,7 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval
 	}
-	fmt.Fprintf(stderr, "bench chat: sending %d messages at %d/s\n", *messages, *rate)
+	fmt.Fprintf(stderr, "bench chat: sending %d messages at %d/s (the first %d, %v, not measured)\n", total, *rate, nWarm, *warmup)
 	start := time.Now()
 	next.Store(0)
 	var sendErr atomic.Value
@@ -332,7 +340,7 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			defer senders.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= *messages {
+				if i >= total {
 					return
 				}
 				due := start.Add(time.Duration(i) * time.Second / time.Duration(*rate))
@@ -352,20 +360,20 @@ func cmdBenchChat(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	progress := time.NewTicker(2 * time.Second)
 	defer progress.Stop()
-	timeout := time.After(time.Duration(*messages/max(*rate, 1)*int(time.Second)) + 60*time.Second)
+	timeout := time.After(time.Duration(total / *rate * int(time.Second)) + 60*time.Second)
 wait:
 	for {
 		select {
 		case <-allIn:
 			break wait
 		case <-progress.C:
-			fmt.Fprintf(stderr, "bench chat: %d/%d at an agent\n", delivered.Load(), *messages)
+			fmt.Fprintf(stderr, "bench chat: %d/%d at an agent\n", delivered.Load(), total)
 			if err, _ := sendErr.Load().(error); err != nil {
 				return fmt.Errorf("bench chat: send: %w", err)
 			}
 		case <-timeout:
 			return fmt.Errorf("bench chat: only %d of %d messages reached an agent (%d error frames to visitors, %d of them rate_limited)",
-				delivered.Load(), *messages, visitorErrors.Load(), rateLimited.Load())
+				delivered.Load(), total, visitorErrors.Load(), rateLimited.Load())
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -377,9 +385,10 @@ wait:
 	toStore := make([]time.Duration, *messages)
 	toAgent := make([]time.Duration, *messages)
 	for i := range lat {
-		lat[i] = time.Duration(seen[i].Load() - sendAt[i].Load())
-		toStore[i] = time.Duration(stored[i].Load() - sendAt[i].Load())
-		toAgent[i] = time.Duration(seen[i].Load() - stored[i].Load())
+		j := nWarm + i
+		lat[i] = time.Duration(seen[j].Load() - sendAt[j].Load())
+		toStore[i] = time.Duration(stored[j].Load() - sendAt[j].Load())
+		toAgent[i] = time.Duration(seen[j].Load() - stored[j].Load())
 	}
 	for _, d := range [][]time.Duration{lat, toStore, toAgent} {
 		slices.Sort(d)
@@ -415,7 +424,8 @@ wait:
 		"offered_rate":            *rate,
 		"visitor_error_frames":    visitorErrors.Load(),
 		"seconds":                 elapsed.Seconds(),
-		"messages_per_sec":        int(float64(*messages) / elapsed.Seconds()),
+		"messages_per_sec":        int(float64(total) / elapsed.Seconds()),
+		"warmup_messages":         nWarm,
 		"latency_p50":             q(0.50),
 		"latency_p99":             q(0.99),
 		"latency_max":             lat[len(lat)-1].String(),
