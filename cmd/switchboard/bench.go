@@ -127,27 +127,23 @@ func cmdBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stderr, "bench: %d envelopes, %d publishers, %d contacts, store %s\n", *n, *conc, *contacts, node.storeName())
 	acks := make([]time.Duration, *n)
 	var next atomic.Int64
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	for _, r := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{{*cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile}, {*traceFile, trace.Start, trace.Stop}} {
+		if r.path == "" {
+			continue
+		}
+		f, err := os.Create(r.path)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := r.start(f); err != nil {
 			return err
 		}
-		defer pprof.StopCPUProfile()
-	}
-	if *traceFile != "" {
-		f, err := os.Create(*traceFile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+		defer r.stop()
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
