@@ -148,7 +148,7 @@ func (n *Normalized) message(p Push, msgType, created string) (conv.Part, error)
 	} else {
 		// WeChat sends a MsgId with every user message; should one come
 		// without, key it on what redelivery repeats exactly.
-		n.ExternalID = "msg:" + p.FromUserName + ":" + created + ":" + clip(msgType, maxEvent) + ":" + digest(p)
+		n.ExternalID = "msg:" + p.FromUserName + ":" + created + ":" + conv.Shorten(msgType, maxEvent) + ":" + digest(p)
 	}
 
 	switch msgType {
@@ -214,7 +214,7 @@ func (n *Normalized) message(p Push, msgType, created string) (conv.Part, error)
 
 	// Keep whatever readable content came along: nothing the user sent is
 	// dropped, even when this package cannot represent it.
-	t := "[unsupported WeChat message type: " + clip(clean(p.MsgType), maxEvent) + "]"
+	t := "[unsupported WeChat message type: " + conv.Shorten(clean(p.MsgType), maxEvent) + "]"
 	for _, v := range []string{p.Content, p.Title, p.Description, p.URL} {
 		if strings.TrimSpace(v) != "" {
 			t += "\n" + clean(v)
@@ -320,7 +320,7 @@ func checkID(name, v string, max int, noColon bool) error {
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		if c <= ' ' || c >= 0x7f || (noColon && c == ':') {
-			return fmt.Errorf("%w: %s %q has a character outside printable ASCII", conv.ErrInvalid, name, clip(clean(v), 32))
+			return fmt.Errorf("%w: %s %q has a character outside printable ASCII", conv.ErrInvalid, name, conv.Shorten(clean(v), 32))
 		}
 	}
 	return nil
@@ -348,7 +348,7 @@ func coord(name, v string, limit float64) (float64, error) {
 	// ParseFloat accepts "NaN" and "Inf"; NaN would also slip through a
 	// range check (every comparison is false) and break JSON encoding.
 	if err != nil || math.IsNaN(f) || f < -limit || f > limit {
-		return 0, fmt.Errorf("%w: %s %q is not a coordinate within ±%g", conv.ErrInvalid, name, clip(clean(v), 32), limit)
+		return 0, fmt.Errorf("%w: %s %q is not a coordinate within ±%g", conv.ErrInvalid, name, conv.Shorten(clean(v), 32), limit)
 	}
 	return f, nil
 }
@@ -402,7 +402,7 @@ func clean(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 func text(s string) string { return truncRunes(clean(s), conv.MaxTextRune) }
 
 // bounded cuts a Part field to FieldLimit bytes.
-func bounded(s string) string { return truncBytes(clean(s), FieldLimit) }
+func bounded(s string) string { return conv.Clip(clean(s), FieldLimit) }
 
 // truncRunes cuts s to at most n runes.
 func truncRunes(s string, n int) string {
@@ -417,15 +417,4 @@ func truncRunes(s string, n int) string {
 		i++
 	}
 	return s
-}
-
-// truncBytes cuts s to at most n bytes without splitting a rune.
-func truncBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

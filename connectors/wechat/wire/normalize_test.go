@@ -185,7 +185,7 @@ func TestNormalizeBounds(t *testing.T) {
 				t.Fatal(err)
 			}
 			if n.Parts[0].Text != "[empty message]" {
-				t.Fatalf("%q became %q", clip(c, 20), n.Parts[0].Text)
+				t.Fatalf("%q became %q", conv.Shorten(c, 20), n.Parts[0].Text)
 			}
 		}
 	})

@@ -43,7 +43,7 @@ func ParseFormat(s string) (Format, error) {
 	case "json":
 		return FormatJSON, nil
 	}
-	return 0, fmt.Errorf("wire.ParseFormat: %w: format %q is neither xml nor json", conv.ErrInvalid, clip(s, 32))
+	return 0, fmt.Errorf("wire.ParseFormat: %w: format %q is neither xml nor json", conv.ErrInvalid, conv.Shorten(s, 32))
 }
 
 // Envelope is the outer body of a push in compatible and safe mode:
@@ -315,7 +315,7 @@ func parseXML(body []byte, p *Push) error {
 			// Harmless anywhere.
 		case xml.ProcInst:
 			if state != before || t.Target != "xml" {
-				return fmt.Errorf("%w: unexpected processing instruction <?%s?>", conv.ErrInvalid, clip(t.Target, 32))
+				return fmt.Errorf("%w: unexpected processing instruction <?%s?>", conv.ErrInvalid, conv.Shorten(t.Target, 32))
 			}
 		case xml.Directive:
 			return fmt.Errorf("%w: DOCTYPE and other <!…> directives are not accepted", conv.ErrInvalid)
@@ -334,7 +334,7 @@ func parseXML(body []byte, p *Push) error {
 			switch state {
 			case before:
 				if t.Name.Space != "" || t.Name.Local != "xml" {
-					return fmt.Errorf("%w: root element is <%s>, want <xml>", conv.ErrInvalid, clip(t.Name.Local, 32))
+					return fmt.Errorf("%w: root element is <%s>, want <xml>", conv.ErrInvalid, conv.Shorten(t.Name.Local, 32))
 				}
 				state = inside
 			case inside:
@@ -355,7 +355,7 @@ func parseXML(body []byte, p *Push) error {
 				}
 				*p.at(fi) = v
 			default:
-				return fmt.Errorf("%w: trailing element <%s> after </xml>", conv.ErrInvalid, clip(t.Name.Local, 32))
+				return fmt.Errorf("%w: trailing element <%s> after </xml>", conv.ErrInvalid, conv.Shorten(t.Name.Local, 32))
 			}
 		case xml.EndElement:
 			// Strict mode matches end tags to start tags, so this closes <xml>.
@@ -383,7 +383,7 @@ func xmlText(d *xml.Decoder, name string) (string, error) {
 		case xml.EndElement:
 			return b.String(), nil
 		case xml.StartElement:
-			return "", fmt.Errorf("%w: <%s> has a child element <%s>", conv.ErrInvalid, name, clip(t.Name.Local, 32))
+			return "", fmt.Errorf("%w: <%s> has a child element <%s>", conv.ErrInvalid, name, conv.Shorten(t.Name.Local, 32))
 		default:
 			return "", fmt.Errorf("%w: unexpected markup inside <%s>", conv.ErrInvalid, name)
 		}
@@ -393,9 +393,9 @@ func xmlText(d *xml.Decoder, name string) (string, error) {
 func xmlErr(err error) error {
 	var se *xml.SyntaxError
 	if errors.As(err, &se) {
-		return fmt.Errorf("%w: xml line %d: %s", conv.ErrInvalid, se.Line, clip(se.Msg, 128))
+		return fmt.Errorf("%w: xml line %d: %s", conv.ErrInvalid, se.Line, conv.Shorten(se.Msg, 128))
 	}
-	return fmt.Errorf("%w: xml: %s", conv.ErrInvalid, clip(err.Error(), 128))
+	return fmt.Errorf("%w: xml: %s", conv.ErrInvalid, conv.Shorten(err.Error(), 128))
 }
 
 func parseJSON(body []byte, p *Push) error {
@@ -469,5 +469,5 @@ func jsonScalar(raw json.RawMessage) (string, error) {
 }
 
 func jsonErr(err error) error {
-	return fmt.Errorf("%w: json: %s", conv.ErrInvalid, clip(err.Error(), 128))
+	return fmt.Errorf("%w: json: %s", conv.ErrInvalid, conv.Shorten(err.Error(), 128))
 }

@@ -91,13 +91,13 @@ func parseUnix(s string) (int64, error) {
 		return 0, fmt.Errorf("%w: empty timestamp", conv.ErrInvalid)
 	}
 	if len(s) > 12 {
-		return 0, fmt.Errorf("%w: timestamp %q too long", conv.ErrInvalid, clip(s, 32))
+		return 0, fmt.Errorf("%w: timestamp %q too long", conv.ErrInvalid, conv.Shorten(s, 32))
 	}
 	var n int64
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("%w: timestamp %q is not decimal", conv.ErrInvalid, clip(s, 32))
+			return 0, fmt.Errorf("%w: timestamp %q is not decimal", conv.ErrInvalid, conv.Shorten(s, 32))
 		}
 		n = n*10 + int64(c-'0')
 	}
@@ -105,12 +105,4 @@ func parseUnix(s string) (int64, error) {
 		return 0, fmt.Errorf("%w: zero timestamp", conv.ErrInvalid)
 	}
 	return n, nil
-}
-
-// clip shortens s for an error message, at a rune boundary.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return truncBytes(s, n) + "…"
 }
